@@ -1,0 +1,82 @@
+"""The attention core: one entry point, `attend(q, k, v, pattern)`, for every pattern and backend.
+
+Backends:
+- ``"reference"``: dense float32 attention under the pattern's mask (small lengths only).
+- ``"torch"``: chunked / gathered PyTorch, linear in memory, on CPU and GPU, compiles.
+- ``"gpu"``: fused GPU kernels (CUDA only), when available.
+- ``"auto"``: the fastest available for the inputs' device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import check_inputs, default_scale
+from .block_sparse import block_sparse_attention
+from .dense import dense_attention
+from .local_chunks import local_chunks_attention
+from .lsh import lsh_attention
+from .patterns import LSH, BlockSparse, Dense, LocalChunks, Pattern, SlidingWindow
+from .reference import reference
+from .sliding_window import sliding_window_attention
+
+__all__ = [
+    "BACKENDS",
+    "LSH",
+    "BlockSparse",
+    "Dense",
+    "LocalChunks",
+    "Pattern",
+    "SlidingWindow",
+    "attend",
+    "reference",
+]
+
+BACKENDS = ("auto", "reference", "torch", "gpu")
+
+
+def _gpu_available(q: torch.Tensor) -> bool:
+    return False  # the fused kernels arrive with the GPU backend
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: Pattern,
+    *,
+    padding_mask: torch.Tensor | None = None,
+    global_mask: torch.Tensor | None = None,
+    backend: str = "auto",
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Attention of q over k, v under `pattern`.
+
+    q, k, v: (batch, heads, seq, head_dim). padding_mask: (batch, seq) bool, True = real token;
+    padded keys are never attended and padded query rows give zeros. global_mask: (batch, seq)
+    bool, True = global token (SlidingWindow only). scale: multiplies the scores, 1/sqrt(head_dim)
+    by default. Returns (batch, heads, seq, head_dim) in q's dtype.
+
+    With `global_mask`, the number of global tokens sizes a tensor: the torch backend reads it on
+    the host once (the only synchronisation). Without it, nothing is read back and the call
+    compiles with `torch.compile(fullgraph=True)`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return reference(q, k, v, pattern, padding_mask=padding_mask, global_mask=global_mask, scale=scale)
+    padding, glob = check_inputs(q, k, v, pattern, padding_mask, global_mask)
+    if backend == "gpu" and not _gpu_available(q):
+        raise ValueError("backend='gpu' needs CUDA tensors and the GPU kernels; use backend='torch'")
+    s = default_scale(q.shape[-1], scale)
+    if isinstance(pattern, SlidingWindow):
+        return sliding_window_attention(q, k, v, pattern, padding, glob, s)
+    if isinstance(pattern, BlockSparse):
+        return block_sparse_attention(q, k, v, pattern, padding, s)
+    if isinstance(pattern, LocalChunks):
+        return local_chunks_attention(q, k, v, pattern, padding, s)
+    if isinstance(pattern, LSH):
+        return lsh_attention(q, v, pattern, padding, s)
+    if isinstance(pattern, Dense):
+        return dense_attention(q, k, v, pattern.causal, padding, s)
+    raise ValueError(f"pattern {type(pattern).__name__} has no torch backend")

@@ -1,0 +1,1 @@
+"""Model families: Longformer, BigBird and Reformer."""
