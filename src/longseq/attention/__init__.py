@@ -49,13 +49,15 @@ def attend(
     global_mask: torch.Tensor | None = None,
     backend: str = "auto",
     scale: float | None = None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """Attention of q over k, v under `pattern`.
 
     q, k, v: (batch, heads, seq, head_dim). padding_mask: (batch, seq) bool, True = real token;
     padded keys are never attended and padded query rows give zeros. global_mask: (batch, seq)
     bool, True = global token (SlidingWindow only). scale: multiplies the scores, 1/sqrt(head_dim)
-    by default. Returns (batch, heads, seq, head_dim) in q's dtype.
+    by default. dropout: probability of dropping attention weights (pass 0 in eval).
+    Returns (batch, heads, seq, head_dim) in q's dtype.
 
     With `global_mask`, the number of global tokens sizes a tensor: the torch backend reads it on
     the host once (the only synchronisation). Without it, nothing is read back and the call
@@ -63,20 +65,24 @@ def attend(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if backend == "reference":
+        if dropout:
+            raise ValueError("the reference backend has no dropout: pass dropout=0.0")
         return reference(q, k, v, pattern, padding_mask=padding_mask, global_mask=global_mask, scale=scale)
     padding, glob = check_inputs(q, k, v, pattern, padding_mask, global_mask)
     if backend == "gpu" and not _gpu_available(q):
         raise ValueError("backend='gpu' needs CUDA tensors and the GPU kernels; use backend='torch'")
     s = default_scale(q.shape[-1], scale)
     if isinstance(pattern, SlidingWindow):
-        return sliding_window_attention(q, k, v, pattern, padding, glob, s)
+        return sliding_window_attention(q, k, v, pattern, padding, glob, s, dropout)
     if isinstance(pattern, BlockSparse):
-        return block_sparse_attention(q, k, v, pattern, padding, s)
+        return block_sparse_attention(q, k, v, pattern, padding, s, dropout)
     if isinstance(pattern, LocalChunks):
-        return local_chunks_attention(q, k, v, pattern, padding, s)
+        return local_chunks_attention(q, k, v, pattern, padding, s, dropout)
     if isinstance(pattern, LSH):
-        return lsh_attention(q, v, pattern, padding, s)
+        return lsh_attention(q, v, pattern, padding, s, dropout)
     if isinstance(pattern, Dense):
-        return dense_attention(q, k, v, pattern.causal, padding, s)
+        return dense_attention(q, k, v, pattern.causal, padding, s, dropout)
     raise ValueError(f"pattern {type(pattern).__name__} has no torch backend")

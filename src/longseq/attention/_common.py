@@ -91,10 +91,13 @@ def default_scale(head_dim: int, scale: float | None) -> float:
     return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
 
-def masked_softmax(scores: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_softmax(
+    scores: torch.Tensor, valid: torch.Tensor, dropout: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax over the last dim where `valid`; rows with no valid key give zeros (never NaN).
 
-    Returns (probs, lse): lse is the log-sum-exp of the valid scores, -inf for empty rows.
+    Returns (probs, lse): lse is the log-sum-exp of the valid scores, -inf for empty rows. `dropout`
+    drops probabilities (training), as Hugging Face's attention dropout does; lse is unaffected.
     """
     s = scores.masked_fill(~valid, float("-inf"))
     m = s.amax(-1, keepdim=True).detach()
@@ -104,7 +107,10 @@ def masked_softmax(scores: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Ten
     seen = denom > 0
     safe = torch.where(seen, denom, torch.ones_like(denom))
     lse = torch.where(seen, m + torch.log(safe), torch.full_like(denom, float("-inf")))
-    return p / safe, lse
+    p = p / safe
+    if dropout > 0:
+        p = torch.nn.functional.dropout(p, dropout)
+    return p, lse
 
 
 def len_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -22,11 +22,12 @@ def block_sparse_attention(
     pattern: BlockSparse,
     padding: torch.Tensor | None,
     scale: float,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, d = q.shape
     if pattern.is_dense(n):
-        return dense_attention(q, k, v, False, padding, scale)
+        return dense_attention(q, k, v, False, padding, scale, dropout)
     bs = pattern.block_size
     real = pad_seq(real_keys(padding, b, n, q.device), bs, dim=1, value=False)
     q, k, v = pad_seq(q, bs), pad_seq(k, bs), pad_seq(v, bs)
@@ -38,7 +39,7 @@ def block_sparse_attention(
     # global query blocks: dense over every real key
     qg = torch.cat([q[:, :, :bs], q[:, :, -bs:]], dim=2)  # (b, h, 2 * bs, d)
     sg = torch.matmul(qg, k.transpose(-1, -2)).float() * scale
-    pg, _ = masked_softmax(sg, real[:, None, None, :])
+    pg, _ = masked_softmax(sg, real[:, None, None, :], dropout)
     og = torch.matmul(pg.to(v.dtype), v)
 
     # middle query blocks 1 .. nb - 2: key blocks [0, i - 1, i, i + 1, nb - 1, random...]
@@ -65,7 +66,7 @@ def block_sparse_attention(
     valid = valid.flatten(-2)[..., None, :]  # (b, 1|h, nb - 2, 1, (5 + r) * bs)
     qm = q[:, :, bs:-bs].unflatten(2, (nb - 2, bs))  # (b, h, nb - 2, bs, d)
     sm = torch.matmul(qm, kb.flatten(3, 4).transpose(-1, -2)).float() * scale
-    pm, _ = masked_softmax(sm, valid)
+    pm, _ = masked_softmax(sm, valid, dropout)
     om = torch.matmul(pm.to(v.dtype), vb.flatten(3, 4)).flatten(2, 3)  # (b, h, (nb - 2) * bs, d)
 
     out = torch.cat([og[:, :, :bs], om, og[:, :, bs:]], dim=2)[:, :, :n]

@@ -17,12 +17,13 @@ def local_chunks_attention(
     pattern: LocalChunks,
     padding: torch.Tensor | None,
     scale: float,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, d = q.shape
     c = pattern.chunk_length
     if n <= c:
-        return dense_attention(q, k, v, pattern.causal, padding, scale)
+        return dense_attention(q, k, v, pattern.causal, padding, scale, dropout)
     real = pad_seq(real_keys(padding, b, n, q.device), c, dim=1, value=False)
     q, k, v = pad_seq(q, c), pad_seq(k, c), pad_seq(v, c)
     chunks = q.shape[2] // c
@@ -41,7 +42,7 @@ def local_chunks_attention(
     if pattern.causal:
         valid = valid & (pos[:, :, None] >= kpos[:, None, :])
     scores = torch.matmul(qc, kc.transpose(-1, -2)).float() * scale  # (b, h, chunks, c, K)
-    probs, _ = masked_softmax(scores, valid)
+    probs, _ = masked_softmax(scores, valid, dropout)
     out = torch.matmul(probs.to(vc.dtype), vc).flatten(2, 3)[:, :, :n]
     if padding is not None:
         out = out * padding[:, None, :, None].to(out.dtype)

@@ -75,7 +75,7 @@ def sorted_positions(qk: torch.Tensor, pattern: LSH, real: torch.Tensor) -> torc
 
 
 def _dense_lsh(
-    q: torch.Tensor, v: torch.Tensor, pattern: LSH, real: torch.Tensor, scale: float
+    q: torch.Tensor, v: torch.Tensor, pattern: LSH, real: torch.Tensor, scale: float, dropout: float
 ) -> torch.Tensor:
     """Hugging Face's path for inputs no longer than one chunk: full attention, same self rule."""
     n = q.shape[2]
@@ -85,7 +85,7 @@ def _dense_lsh(
     valid = real[:, None, None, :] & (pos[:, None] != pos[None, :])
     if pattern.causal:
         valid = valid & (pos[:, None] >= pos[None, :])
-    probs, lse = masked_softmax(scores, valid)
+    probs, lse = masked_softmax(scores, valid, dropout)
     out = torch.matmul(probs.to(v.dtype), v)
     return _self_fallback(out, v, torch.isfinite(lse), real)
 
@@ -104,12 +104,13 @@ def lsh_attention(
     pattern: LSH,
     padding: torch.Tensor | None,
     scale: float,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q (shared with k), v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, d = q.shape
     real = real_keys(padding, b, n, q.device)
     if n <= pattern.chunk_length:
-        return _dense_lsh(q, v, pattern, real, scale)
+        return _dense_lsh(q, v, pattern, real, scale, dropout)
 
     c, R = pattern.chunk_length, pattern.num_hashes
     q, v = pad_seq(q, c), pad_seq(v, c)
@@ -137,7 +138,7 @@ def lsh_attention(
     valid = kreal[..., None, :] & (spos[..., :, None] != kpos[..., None, :])
     if pattern.causal:
         valid = valid & (spos[..., :, None] >= kpos[..., None, :])
-    probs, lse = masked_softmax(scores, valid)
+    probs, lse = masked_softmax(scores, valid, dropout)
     out = torch.matmul(probs.to(sv.dtype), adjacent(sv))  # (b, h, chunks, c, dv)
 
     # undo the sort: slot of (round, position) is inverse[round, position]

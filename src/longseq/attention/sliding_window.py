@@ -54,6 +54,7 @@ def _window_part(
     half: int,
     causal: bool,
     extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """Plain (undilated) window over the last-but-one dim, plus optional extra key columns.
 
@@ -81,14 +82,14 @@ def _window_part(
     valid = rel & okw[..., None, :]  # (..., nb, c, width)
     scores = torch.matmul(qb, kw.transpose(-1, -2)).float()
     if extra is None:
-        probs, _ = masked_softmax(scores, valid)
+        probs, _ = masked_softmax(scores, valid, dropout)
         out = torch.matmul(probs.to(vw.dtype), vw)
     else:
         kx, vx, okx = extra  # (..., G, d), (..., G, d), (..., G)
         sx = torch.matmul(qb.flatten(-3, -2), kx.transpose(-1, -2)).float().unflatten(-2, (nb, c))
         validx = okx[..., None, None, :].expand(*lead, nb, c, okx.shape[-1])
         probs, _ = masked_softmax(
-            torch.cat([scores, sx], -1), torch.cat([valid.expand_as(scores), validx], -1)
+            torch.cat([scores, sx], -1), torch.cat([valid.expand_as(scores), validx], -1), dropout
         )
         pw, px = probs.split([width, sx.shape[-1]], dim=-1)
         out = torch.matmul(pw.to(vw.dtype), vw) + torch.matmul(px.flatten(-3, -2).to(vx.dtype), vx).unflatten(
@@ -106,12 +107,13 @@ def _dilated(
     dilation: int,
     causal: bool,
     extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q, k, v (b, h, n, d); key_ok (b, n). Window over each residue class modulo `dilation`."""
     n = q.shape[2]
     if dilation == 1:
         ex = None if extra is None else (extra[0], extra[1], extra[2][:, None, :])
-        return _window_part(q, k, v, key_ok[:, None, :], half, causal, ex)
+        return _window_part(q, k, v, key_ok[:, None, :], half, causal, ex, dropout)
 
     def split(x: torch.Tensor) -> torch.Tensor:  # (b, h, n, d) -> (b, h, dilation, n / dilation, d)
         return pad_seq(x, dilation).unflatten(2, (-1, dilation)).transpose(2, 3)
@@ -120,7 +122,7 @@ def _dilated(
     ex = None
     if extra is not None:
         ex = (extra[0][:, :, None], extra[1][:, :, None], extra[2][:, None, None, :])
-    out = _window_part(split(q), split(k), split(v), ok[:, None], half, causal, ex)
+    out = _window_part(split(q), split(k), split(v), ok[:, None], half, causal, ex, dropout)
     return out.transpose(2, 3).flatten(2, 3)[:, :, :n]
 
 
@@ -132,6 +134,7 @@ def sliding_window_attention(
     padding: torch.Tensor | None,
     glob: torch.Tensor | None,
     scale: float,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, _ = q.shape
@@ -152,14 +155,16 @@ def sliding_window_attention(
     for head, d in enumerate(dilations):
         groups.setdefault(d, []).append(head)
     if len(groups) == 1:
-        out = _dilated(q, k, v, key_ok, pattern.half, dilations[0], pattern.causal, extra)
+        out = _dilated(q, k, v, key_ok, pattern.half, dilations[0], pattern.causal, extra, dropout)
     else:
         outs, order = [], []
         for d, heads in groups.items():
             idx = torch.tensor(heads, device=q.device)
             ex = None if extra is None else (extra[0][:, idx], extra[1][:, idx], extra[2])
             outs.append(
-                _dilated(q[:, idx], k[:, idx], v[:, idx], key_ok, pattern.half, d, pattern.causal, ex)
+                _dilated(
+                    q[:, idx], k[:, idx], v[:, idx], key_ok, pattern.half, d, pattern.causal, ex, dropout
+                )
             )
             order.extend(heads)
         inverse = torch.argsort(torch.tensor(order, device=q.device))
@@ -169,7 +174,7 @@ def sliding_window_attention(
         # global queries see every real key
         qg = q.gather(2, gidx[:, None, :, None].expand(-1, h, -1, q.shape[-1]))  # (b, h, G, d)
         sg = torch.matmul(qg, k.transpose(-1, -2)).float()  # (b, h, G, n)
-        probs, _ = masked_softmax(sg, real[:, None, None, :])
+        probs, _ = masked_softmax(sg, real[:, None, None, :], dropout)
         og = torch.matmul(probs.to(v.dtype), v)
         slot = gidx.masked_fill(~gused, n)  # unused slots write to a scratch row
         full = torch.cat([out, out.new_zeros(b, h, 1, out.shape[-1])], dim=2)

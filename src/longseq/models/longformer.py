@@ -1,0 +1,400 @@
+"""Longformer: RoBERTa layers whose attention is a sliding window plus global tokens.
+
+Global tokens have their own query / key / value projections, as in Hugging Face and the paper.
+Beyond Hugging Face: per-layer (and per-head) dilation and causal windows (`attention_dilation`,
+`attention_causal` in the config), for the paper's character-level LM setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..attention import Dense, SlidingWindow, attend
+from .base import LongseqPreTrainedModel
+from .configs import LongformerConfig
+from .encoder import (
+    Embeddings,
+    Encoder,
+    EncoderLayer,
+    Pooler,
+    bert_rows,
+    check_unsupported,
+    merge_heads,
+    prefixed,
+    split_heads,
+    weight_and_bias,
+)
+from .heads import (
+    ClassificationHead,
+    MaskedLMHead,
+    SpanHead,
+    TokenClassificationHead,
+    masked_lm_loss,
+    sequence_classification_loss,
+    span_loss,
+)
+from .outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    ModelOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+Tensor = torch.Tensor
+_ATTENTION = {
+    "query": "query",
+    "key": "key",
+    "value": "value",
+    "query_global": "query_global",
+    "key_global": "key_global",
+    "value_global": "value_global",
+}
+
+
+class LongformerSelfAttention(nn.Module):
+    """Windowed attention for every token; global tokens attend to all with their own projections."""
+
+    def __init__(self, config: LongformerConfig, window: int, dilation: list[int], causal: bool) -> None:
+        super().__init__()
+        hidden, self.heads = config.hidden_size, config.num_attention_heads
+        if hidden % self.heads:
+            raise ValueError(f"hidden_size {hidden} is not a multiple of num_attention_heads {self.heads}")
+        for name in _ATTENTION:
+            setattr(self, name, nn.Linear(hidden, hidden))
+        dil: int | tuple[int, ...] = dilation[0] if len(set(dilation)) == 1 else tuple(dilation)
+        self.pattern = SlidingWindow(window, dilation=dil, causal=causal)
+        self.dropout = config.attention_probs_dropout_prob
+
+    def forward(self, x: Tensor, padding_mask: Tensor, global_mask: Tensor | None) -> Tensor:
+        h = self.heads
+        q, k, v = (split_heads(proj(x), h) for proj in (self.query, self.key, self.value))  # (b, h, n, d)
+        p = self.dropout if self.training else 0.0
+        out = attend(q, k, v, self.pattern, padding_mask=padding_mask, global_mask=global_mask, dropout=p)
+        if global_mask is not None:
+            out = self._global_rows(x, out, padding_mask, global_mask, p)
+        return merge_heads(out)  # (b, n, hidden)
+
+    def _global_rows(self, x: Tensor, out: Tensor, padding: Tensor, glob: Tensor, p: float) -> Tensor:
+        """Global queries (query_global) over every real key (key_global, value_global)."""
+        b, h, n, d = out.shape
+        glob = glob & padding
+        counts = glob.sum(1)
+        g = int(counts.max())  # sizes the gather: one host read per layer, as in the attention core
+        if g == 0:
+            return out
+        idx = torch.sort((~glob).to(torch.uint8), dim=1, stable=True).indices[:, :g]  # (b, G)
+        used = torch.arange(g, device=x.device)[None] < counts[:, None]
+        xg = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # (b, G, hidden)
+        qg = split_heads(self.query_global(xg), h)  # (b, h, G, d)
+        kg, vg = split_heads(self.key_global(x), h), split_heads(self.value_global(x), h)
+        og = attend(qg, kg, vg, Dense(), padding_mask=padding, dropout=p)  # (b, h, G, d)
+        slot = idx.masked_fill(~used, n)[:, None, :, None].expand(-1, h, -1, d)  # unused: scratch row
+        full = torch.cat([out, out.new_zeros(b, h, 1, d)], dim=2).scatter(2, slot, og.to(out.dtype))
+        return full[:, :, :n]
+
+
+class LongformerModel(LongseqPreTrainedModel):
+    config_class = LongformerConfig
+    base_model_prefix = "longformer"
+
+    def __init__(self, config: LongformerConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        c = config
+        self.embeddings = Embeddings(
+            c.vocab_size,
+            c.hidden_size,
+            c.max_position_embeddings,
+            c.type_vocab_size,
+            c.layer_norm_eps,
+            c.hidden_dropout_prob,
+            c.pad_token_id,
+            roberta_positions=True,
+        )
+        windows, dilations = c.layer_windows(), c.layer_dilations()
+        causal = bool(getattr(c, "attention_causal", False))
+        self.encoder = Encoder(
+            [
+                EncoderLayer(
+                    LongformerSelfAttention(c, windows[i], dilations[i], causal),
+                    c.hidden_size,
+                    c.intermediate_size,
+                    c.hidden_act,
+                    c.layer_norm_eps,
+                    c.hidden_dropout_prob,
+                )
+                for i in range(c.num_hidden_layers)
+            ]
+        )
+        self.pooler = Pooler(c.hidden_size) if add_pooling_layer else None
+        self.key_table = bert_rows(_ATTENTION, pooler=add_pooling_layer)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        global_attention_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutput | tuple:
+        check_unsupported(output_attentions, head_mask)
+        shape = _input_shape(input_ids, inputs_embeds)
+        device = input_ids.device if input_ids is not None else inputs_embeds.device  # type: ignore[union-attr]
+        padding = (
+            torch.ones(shape, dtype=torch.bool, device=device)
+            if attention_mask is None
+            else attention_mask.bool()
+        )
+        glob = None if global_attention_mask is None else global_attention_mask.bool() & padding
+        x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        x, states = self.encoder(
+            x, output_hidden_states=bool(output_hidden_states), padding_mask=padding, global_mask=glob
+        )
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return _finish(
+            BaseModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=states), return_dict
+        )
+
+
+def _input_shape(input_ids: Tensor | None, inputs_embeds: Tensor | None) -> tuple[int, int]:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("give exactly one of input_ids and inputs_embeds")
+    shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]  # type: ignore[union-attr]
+    if len(shape) != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(shape)}")
+    return shape[0], shape[1]
+
+
+def _finish(out: ModelOutput, return_dict: bool | None) -> Any:
+    return out.to_tuple() if return_dict is False else out
+
+
+class _WithBase(LongseqPreTrainedModel):
+    """A Longformer with a head: the base model under `self.longformer`."""
+
+    config_class = LongformerConfig
+    base_model_prefix = "longformer"
+    pooler = False
+
+    def __init__(self, config: LongformerConfig) -> None:
+        super().__init__(config)
+        self.longformer = LongformerModel(config, add_pooling_layer=self.pooler)
+        self.key_table = prefixed(self.longformer.key_table, "longformer")
+
+    def base(self, kwargs: dict[str, Any], global_attention_mask: Tensor | None) -> BaseModelOutput:
+        return self.longformer(global_attention_mask=global_attention_mask, return_dict=True, **kwargs)
+
+
+class LongformerForMaskedLM(_WithBase):
+    tied_keys: ClassVar[dict[str, str]] = {"lm_head.decoder.weight": "longformer.embeddings.word.weight"}
+
+    def __init__(self, config: LongformerConfig) -> None:
+        super().__init__(config)
+        self.lm_head = MaskedLMHead(config.hidden_size, config.vocab_size, "gelu", config.layer_norm_eps)
+        self.key_table = [
+            *self.key_table,
+            *weight_and_bias("lm_head.dense", "lm_head.dense"),
+            *weight_and_bias("lm_head.norm", "lm_head.layer_norm"),
+            ("lm_head.decoder.weight", "lm_head.decoder.weight"),
+            ("lm_head.decoder.bias", "lm_head.bias"),
+        ]
+        self.init_weights()
+
+    def hf_load_fixups(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        # HF's decoder.bias is lm_head.bias when tied; untied, decoder.bias is the one used
+        state = dict(state)
+        if "lm_head.decoder.bias" in state:
+            state["lm_head.bias"] = state.pop("lm_head.decoder.bias")
+        return state
+
+    def hf_save_fixups(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        if not self.ties_embeddings():
+            state["lm_head.decoder.bias"] = state["lm_head.bias"].clone()
+        return state
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        global_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> MaskedLMOutput | tuple:
+        out = self.base(
+            dict(input_ids=input_ids, attention_mask=attention_mask, **kwargs), global_attention_mask
+        )
+        logits = self.lm_head(out.last_hidden_state)  # (batch, seq, vocab)
+        loss = masked_lm_loss(logits, labels) if labels is not None else None
+        return _finish(MaskedLMOutput(loss, logits, out.hidden_states), return_dict)
+
+
+class LongformerForSequenceClassification(_WithBase):
+    def __init__(self, config: LongformerConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.classifier = ClassificationHead(
+            c.hidden_size, c.hidden_size, c.num_labels, c.hidden_dropout_prob
+        )
+        self.key_table = [
+            *self.key_table,
+            *weight_and_bias("classifier.dense", "classifier.dense"),
+            *weight_and_bias("classifier.out_proj", "classifier.out_proj"),
+        ]
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        global_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput | tuple:
+        if global_attention_mask is None:  # as Hugging Face: global attention on <s>
+            shape = _input_shape(input_ids, kwargs.get("inputs_embeds"))
+            device = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).device
+            global_attention_mask = torch.zeros(shape, dtype=torch.long, device=device)
+            global_attention_mask[:, 0] = 1
+        out = self.base(
+            dict(input_ids=input_ids, attention_mask=attention_mask, **kwargs), global_attention_mask
+        )
+        logits = self.classifier(out.last_hidden_state)
+        loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
+        return _finish(SequenceClassifierOutput(loss, logits, out.hidden_states), return_dict)
+
+
+class LongformerForTokenClassification(_WithBase):
+    def __init__(self, config: LongformerConfig) -> None:
+        super().__init__(config)
+        self.token_head = TokenClassificationHead(
+            config.hidden_size, config.num_labels, config.hidden_dropout_prob
+        )
+        self.key_table = [*self.key_table, *weight_and_bias("token_head.classifier", "classifier")]
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        global_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> TokenClassifierOutput | tuple:
+        out = self.base(
+            dict(input_ids=input_ids, attention_mask=attention_mask, **kwargs), global_attention_mask
+        )
+        logits = self.token_head(out.last_hidden_state)
+        loss = masked_lm_loss(logits, labels) if labels is not None else None
+        return _finish(TokenClassifierOutput(loss, logits, out.hidden_states), return_dict)
+
+
+def question_global_mask(input_ids: Tensor, sep_token_id: int, before_sep: bool = True) -> Tensor:
+    """Hugging Face's automatic global tokens: the question (tokens before the first separator), or
+    with `before_sep=False` the tokens after the first separator pair (multiple choice)."""
+    is_sep = input_ids == sep_token_id
+    missing = ~is_sep.any(-1)
+    if not torch.compiler.is_compiling() and bool(missing.any()):
+        raise ValueError(
+            f"input_ids row(s) {missing.nonzero().flatten().tolist()} have no separator token "
+            f"(sep_token_id={sep_token_id}) to find the question by: pass global_attention_mask"
+        )
+    first = is_sep.int().argmax(-1, keepdim=True)  # (batch, 1)
+    pos = torch.arange(input_ids.shape[-1], device=input_ids.device)
+    return pos < first if before_sep else pos > first + 1
+
+
+class LongformerForQuestionAnswering(_WithBase):
+    def __init__(self, config: LongformerConfig) -> None:
+        super().__init__(config)
+        self.span_head = SpanHead(config.hidden_size)
+        self.key_table = [*self.key_table, *weight_and_bias("span_head.qa_outputs", "qa_outputs")]
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        global_attention_mask: Tensor | None = None,
+        start_positions: Tensor | None = None,
+        end_positions: Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        if global_attention_mask is None and input_ids is not None:  # global attention on the question
+            global_attention_mask = question_global_mask(input_ids, self.config.sep_token_id)
+        out = self.base(
+            dict(input_ids=input_ids, attention_mask=attention_mask, **kwargs), global_attention_mask
+        )
+        start, end = self.span_head(out.last_hidden_state)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start, end, start_positions, end_positions)
+        return _finish(QuestionAnsweringModelOutput(loss, start, end, out.hidden_states), return_dict)
+
+
+class LongformerForMultipleChoice(_WithBase):
+    pooler = True
+
+    def __init__(self, config: LongformerConfig) -> None:
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.key_table = [*self.key_table, *weight_and_bias("classifier", "classifier")]
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        global_attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> MultipleChoiceModelOutput | tuple:
+        first = input_ids if input_ids is not None else inputs_embeds
+        if first is None or first.dim() < 3:
+            raise ValueError("input_ids must have shape (batch, num_choices, seq)")
+        choices = first.shape[1]
+        if global_attention_mask is None and input_ids is not None:  # global attention on the answer
+            global_attention_mask = torch.stack(
+                [
+                    question_global_mask(input_ids[:, i], self.config.sep_token_id, False)
+                    for i in range(choices)
+                ],
+                1,
+            )
+
+        def flat(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.reshape(-1, *t.shape[2:])
+
+        out = self.base(
+            dict(
+                input_ids=flat(input_ids),
+                attention_mask=flat(attention_mask),
+                token_type_ids=flat(token_type_ids),
+                position_ids=flat(position_ids),
+                inputs_embeds=flat(inputs_embeds),
+                **kwargs,
+            ),
+            flat(global_attention_mask),
+        )
+        logits = self.classifier(self.dropout(out.pooler_output)).view(-1, choices)  # (batch, choices)
+        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return _finish(MultipleChoiceModelOutput(loss, logits, out.hidden_states), return_dict)
