@@ -1,7 +1,9 @@
 """longseq: Longformer, BigBird and Reformer for long documents, in one PyTorch codebase."""
 
 from .attention import LSH, BlockSparse, Dense, LocalChunks, SlidingWindow, attend
+from .models import *  # noqa: F403
+from .models import __all__ as _models
 
 __version__ = "0.1.0"
 
-__all__ = ["LSH", "BlockSparse", "Dense", "LocalChunks", "SlidingWindow", "__version__", "attend"]
+__all__ = ["LSH", "BlockSparse", "Dense", "LocalChunks", "SlidingWindow", "__version__", "attend", *_models]
