@@ -36,5 +36,5 @@ def test_auto_model_refuses_unknown_folders(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="model_type 'gpt2'"):
         AutoModel.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         AutoModel.from_pretrained(tmp_path / "missing")
