@@ -13,10 +13,18 @@ from longseq import AutoModel
 
 
 @pytest.mark.parametrize(
-    "name", ["LongformerModel", "LongformerForSequenceClassification", "LongformerForQuestionAnswering"]
+    "name",
+    [
+        "LongformerModel",
+        "LongformerForSequenceClassification",
+        "LongformerForQuestionAnswering",
+        "BigBirdModel",
+        "BigBirdForPreTraining",
+    ],
 )
 def test_auto_model_loads_the_named_head(name: str, tmp_path) -> None:
-    config = transformers.LongformerConfig(
+    family = transformers.LongformerConfig if name.startswith("Longformer") else transformers.BigBirdConfig
+    config = family(
         vocab_size=40,
         hidden_size=16,
         num_hidden_layers=1,

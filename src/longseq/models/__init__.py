@@ -1,6 +1,16 @@
 """The model families, with Hugging Face's class names, and AutoModel."""
 
 from .auto import AutoModel
+from .bigbird import (
+    BigBirdForCausalLM,
+    BigBirdForMaskedLM,
+    BigBirdForMultipleChoice,
+    BigBirdForPreTraining,
+    BigBirdForQuestionAnswering,
+    BigBirdForSequenceClassification,
+    BigBirdForTokenClassification,
+    BigBirdModel,
+)
 from .longformer import (
     LongformerForMaskedLM,
     LongformerForMultipleChoice,
@@ -12,6 +22,14 @@ from .longformer import (
 
 __all__ = [
     "AutoModel",
+    "BigBirdForCausalLM",
+    "BigBirdForMaskedLM",
+    "BigBirdForMultipleChoice",
+    "BigBirdForPreTraining",
+    "BigBirdForQuestionAnswering",
+    "BigBirdForSequenceClassification",
+    "BigBirdForTokenClassification",
+    "BigBirdModel",
     "LongformerForMaskedLM",
     "LongformerForMultipleChoice",
     "LongformerForQuestionAnswering",

@@ -21,6 +21,7 @@ from ..checkpoints import (
     to_hf_keys,
 )
 from .configs import HFConfig
+from .outputs import ModelOutput
 
 M = TypeVar("M", bound="LongseqPreTrainedModel")
 
@@ -161,3 +162,18 @@ class LongseqPreTrainedModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def input_shape(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> tuple[int, int]:
+    """(batch, seq) of the input, checking that exactly one of ids and embeddings is given."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("give exactly one of input_ids and inputs_embeds")
+    shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]  # type: ignore[union-attr]
+    if len(shape) != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(shape)}")
+    return shape[0], shape[1]
+
+
+def finish_output(out: ModelOutput, return_dict: bool | None) -> Any:
+    """The output object, or its tuple when return_dict is False (as Hugging Face)."""
+    return out.to_tuple() if return_dict is False else out

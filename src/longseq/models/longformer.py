@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..attention import Dense, SlidingWindow, attend
-from .base import LongseqPreTrainedModel
+from .base import LongseqPreTrainedModel, finish_output, input_shape
 from .configs import LongformerConfig
 from .encoder import (
     Embeddings,
@@ -39,7 +39,6 @@ from .heads import (
 from .outputs import (
     BaseModelOutput,
     MaskedLMOutput,
-    ModelOutput,
     MultipleChoiceModelOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
@@ -149,7 +148,7 @@ class LongformerModel(LongseqPreTrainedModel):
         return_dict: bool | None = None,
     ) -> BaseModelOutput | tuple:
         check_unsupported(output_attentions, head_mask)
-        shape = _input_shape(input_ids, inputs_embeds)
+        shape = input_shape(input_ids, inputs_embeds)
         device = input_ids.device if input_ids is not None else inputs_embeds.device  # type: ignore[union-attr]
         padding = (
             torch.ones(shape, dtype=torch.bool, device=device)
@@ -162,22 +161,9 @@ class LongformerModel(LongseqPreTrainedModel):
             x, output_hidden_states=bool(output_hidden_states), padding_mask=padding, global_mask=glob
         )
         pooled = self.pooler(x) if self.pooler is not None else None
-        return _finish(
+        return finish_output(
             BaseModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=states), return_dict
         )
-
-
-def _input_shape(input_ids: Tensor | None, inputs_embeds: Tensor | None) -> tuple[int, int]:
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("give exactly one of input_ids and inputs_embeds")
-    shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]  # type: ignore[union-attr]
-    if len(shape) != 2:
-        raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(shape)}")
-    return shape[0], shape[1]
-
-
-def _finish(out: ModelOutput, return_dict: bool | None) -> Any:
-    return out.to_tuple() if return_dict is False else out
 
 
 class _WithBase(LongseqPreTrainedModel):
@@ -237,7 +223,7 @@ class LongformerForMaskedLM(_WithBase):
         )
         logits = self.lm_head(out.last_hidden_state)  # (batch, seq, vocab)
         loss = masked_lm_loss(logits, labels) if labels is not None else None
-        return _finish(MaskedLMOutput(loss, logits, out.hidden_states), return_dict)
+        return finish_output(MaskedLMOutput(loss, logits, out.hidden_states), return_dict)
 
 
 class LongformerForSequenceClassification(_WithBase):
@@ -264,7 +250,7 @@ class LongformerForSequenceClassification(_WithBase):
         **kwargs: Any,
     ) -> SequenceClassifierOutput | tuple:
         if global_attention_mask is None:  # as Hugging Face: global attention on <s>
-            shape = _input_shape(input_ids, kwargs.get("inputs_embeds"))
+            shape = input_shape(input_ids, kwargs.get("inputs_embeds"))
             device = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).device
             global_attention_mask = torch.zeros(shape, dtype=torch.long, device=device)
             global_attention_mask[:, 0] = 1
@@ -273,7 +259,7 @@ class LongformerForSequenceClassification(_WithBase):
         )
         logits = self.classifier(out.last_hidden_state)
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
-        return _finish(SequenceClassifierOutput(loss, logits, out.hidden_states), return_dict)
+        return finish_output(SequenceClassifierOutput(loss, logits, out.hidden_states), return_dict)
 
 
 class LongformerForTokenClassification(_WithBase):
@@ -299,7 +285,7 @@ class LongformerForTokenClassification(_WithBase):
         )
         logits = self.token_head(out.last_hidden_state)
         loss = masked_lm_loss(logits, labels) if labels is not None else None
-        return _finish(TokenClassifierOutput(loss, logits, out.hidden_states), return_dict)
+        return finish_output(TokenClassifierOutput(loss, logits, out.hidden_states), return_dict)
 
 
 def question_global_mask(input_ids: Tensor, sep_token_id: int, before_sep: bool = True) -> Tensor:
@@ -343,7 +329,7 @@ class LongformerForQuestionAnswering(_WithBase):
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = span_loss(start, end, start_positions, end_positions)
-        return _finish(QuestionAnsweringModelOutput(loss, start, end, out.hidden_states), return_dict)
+        return finish_output(QuestionAnsweringModelOutput(loss, start, end, out.hidden_states), return_dict)
 
 
 class LongformerForMultipleChoice(_WithBase):
@@ -397,4 +383,4 @@ class LongformerForMultipleChoice(_WithBase):
         )
         logits = self.classifier(self.dropout(out.pooler_output)).view(-1, choices)  # (batch, choices)
         loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return _finish(MultipleChoiceModelOutput(loss, logits, out.hidden_states), return_dict)
+        return finish_output(MultipleChoiceModelOutput(loss, logits, out.hidden_states), return_dict)
