@@ -13,6 +13,8 @@ from .attention import LSH, BlockSparse, Dense, LocalChunks, SlidingWindow, atte
 EXAMPLES = """examples:
   longseq demo                      every attention pattern at 16K tokens on this machine
   longseq demo --seq 65536 --heads 4
+  longseq convert roberta-base/ longformer-4096/ --to longformer --max-length 4096 --attention-window 512
+  longseq convert bert-base/ bigbird-4096/ --to bigbird --max-length 4096 --block-size 64
 """
 
 
@@ -69,7 +71,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seq", type=int, default=16384, help="sequence length to time (default 16384)")
     demo.add_argument("--heads", type=int, default=2, help="attention heads (default 2)")
     demo.set_defaults(func=_demo)
+    convert = sub.add_parser(
+        "convert",
+        help="make a long model (Longformer / BigBird) from a BERT or RoBERTa folder",
+        epilog=EXAMPLES,
+    )
+    convert.add_argument("src", help="folder of the short model (config.json + weights)")
+    convert.add_argument("dst", help="folder to write the long model into")
+    convert.add_argument("--to", dest="family", choices=["longformer", "bigbird"], default="longformer")
+    convert.add_argument(
+        "--max-length", type=int, default=4096, help="positions of the long model (default 4096)"
+    )
+    convert.add_argument("--attention-window", type=int, default=512, help="Longformer window (default 512)")
+    convert.add_argument("--block-size", type=int, default=64, help="BigBird block size (default 64)")
+    convert.add_argument("--num-random-blocks", type=int, default=3, help="BigBird random blocks (default 3)")
+    convert.set_defaults(func=_convert)
     return parser
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import to_long
+
+    dst = to_long(
+        args.src,
+        args.dst,
+        family=args.family,
+        max_length=args.max_length,
+        attention_window=args.attention_window,
+        block_size=args.block_size,
+        num_random_blocks=args.num_random_blocks,
+    )
+    print(f"wrote {args.family} model with {args.max_length} positions to {dst}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "seq", 1) < 1 or getattr(args, "heads", 1) < 1:
         print("longseq: --seq and --heads must be positive", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:  # bad input: one line, no trace
+        print(f"longseq {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
