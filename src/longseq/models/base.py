@@ -40,6 +40,9 @@ class LongseqPreTrainedModel(nn.Module):
     tied_keys: ClassVar[dict[str, str]] = {}
     #: regexes of HF keys that HF itself ignores when they are missing from a checkpoint
     ignorable_missing: ClassVar[tuple[str, ...]] = ()
+    #: (HF's decoder bias key, HF's LM bias key): HF saves the decoder's bias under the second name
+    #: when embeddings are tied, and both when they are not (the decoder's is then the one used)
+    decoder_bias_alias: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, config: HFConfig) -> None:
         super().__init__()
@@ -87,11 +90,18 @@ class LongseqPreTrainedModel(nn.Module):
         return self.hf_save_fixups(state) if for_saving else state
 
     def hf_load_fixups(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Family-specific changes to an HF state dict before loading (aliases HF keeps)."""
+        """Changes to an HF state dict before loading (aliases HF keeps)."""
+        if self.decoder_bias_alias and self.decoder_bias_alias[0] in state:
+            decoder, lm = self.decoder_bias_alias
+            state = dict(state)
+            state[lm] = state.pop(decoder)
         return state
 
     def hf_save_fixups(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Family-specific changes to the HF state dict before saving."""
+        """Changes to the HF state dict before saving."""
+        if self.decoder_bias_alias and not self.ties_embeddings():
+            decoder, lm = self.decoder_bias_alias
+            state[decoder] = state[lm].clone()
         return state
 
     def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:

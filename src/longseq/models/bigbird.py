@@ -344,24 +344,13 @@ class _WithLMHead(_WithBase):
     """BERT's LM head (`cls.predictions`), its decoder tied to the word embeddings."""
 
     tied_keys: ClassVar[dict[str, str]] = {"lm_head.decoder.weight": "bert.embeddings.word.weight"}
+    decoder_bias_alias = ("cls.predictions.decoder.bias", "cls.predictions.bias")
 
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__(config)
         c = config
         self.lm_head = MaskedLMHead(c.hidden_size, c.vocab_size, c.hidden_act, c.layer_norm_eps)
         self.key_table = [*self.key_table, *_LM_ROWS]
-
-    def hf_load_fixups(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        # HF's decoder.bias is cls.predictions.bias when tied; untied, decoder.bias is the one used
-        state = dict(state)
-        if "cls.predictions.decoder.bias" in state:
-            state["cls.predictions.bias"] = state.pop("cls.predictions.decoder.bias")
-        return state
-
-    def hf_save_fixups(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        if not self.ties_embeddings():
-            state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"].clone()
-        return state
 
 
 class BigBirdForMaskedLM(_WithLMHead):

@@ -184,6 +184,7 @@ class _WithBase(LongseqPreTrainedModel):
 
 class LongformerForMaskedLM(_WithBase):
     tied_keys: ClassVar[dict[str, str]] = {"lm_head.decoder.weight": "longformer.embeddings.word.weight"}
+    decoder_bias_alias = ("lm_head.decoder.bias", "lm_head.bias")
 
     def __init__(self, config: LongformerConfig) -> None:
         super().__init__(config)
@@ -196,18 +197,6 @@ class LongformerForMaskedLM(_WithBase):
             ("lm_head.decoder.bias", "lm_head.bias"),
         ]
         self.init_weights()
-
-    def hf_load_fixups(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        # HF's decoder.bias is lm_head.bias when tied; untied, decoder.bias is the one used
-        state = dict(state)
-        if "lm_head.decoder.bias" in state:
-            state["lm_head.bias"] = state.pop("lm_head.decoder.bias")
-        return state
-
-    def hf_save_fixups(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        if not self.ties_embeddings():
-            state["lm_head.decoder.bias"] = state["lm_head.bias"].clone()
-        return state
 
     def forward(
         self,
