@@ -19,6 +19,13 @@ from .longformer import (
     LongformerForTokenClassification,
     LongformerModel,
 )
+from .reformer import (
+    ReformerForMaskedLM,
+    ReformerForQuestionAnswering,
+    ReformerForSequenceClassification,
+    ReformerModel,
+    ReformerModelWithLMHead,
+)
 
 __all__ = [
     "AutoModel",
@@ -36,4 +43,9 @@ __all__ = [
     "LongformerForSequenceClassification",
     "LongformerForTokenClassification",
     "LongformerModel",
+    "ReformerForMaskedLM",
+    "ReformerForQuestionAnswering",
+    "ReformerForSequenceClassification",
+    "ReformerModel",
+    "ReformerModelWithLMHead",
 ]
