@@ -14,6 +14,7 @@ from longseq import Tokenizer, pipelines
 from longseq.models import bigbird, longformer
 from longseq.models.configs import BigBirdConfig, LongformerConfig
 
+TOKENIZER_FOLDER: list = []  # the folder the tokenizer fixture trained into
 WORDS = [
     "alpha",
     "beta",
@@ -44,6 +45,7 @@ def tokenizer(tmp_path_factory) -> Tokenizer:
         corpus, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     )
     bpe.save_model(str(folder))
+    TOKENIZER_FOLDER[:] = [folder]
     return Tokenizer.from_pretrained(folder, family="longformer")
 
 
@@ -171,3 +173,60 @@ def test_generate_greedy_sampling_stop_and_no_repeat(tokenizer) -> None:
     assert stopped["token_ids"][-1] == stop and len(stopped["token_ids"]) <= 4
     with pytest.raises(ValueError, match="causal LM"):
         pipelines.generate(model(longformer.LongformerForMaskedLM, lf_config(tokenizer)), tokenizer, "alpha")
+
+
+def test_reformer_generation_with_bucket_cache_equals_without(tokenizer) -> None:
+    from longseq.models.configs import ReformerConfig
+    from longseq.models.reformer import ReformerModelWithLMHead
+
+    config = ReformerConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_attention_heads=2,
+        attention_head_size=16,
+        feed_forward_size=40,
+        attn_layers=["local", "local"],
+        local_attn_chunk_length=8,
+        local_num_chunks_before=1,
+        local_num_chunks_after=0,
+        axial_pos_embds=False,
+        max_position_embeddings=64,
+        is_decoder=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    lm = model(ReformerModelWithLMHead, config)
+    with torch.no_grad():  # sharpen the random model so that greedy choices are not near-ties
+        lm.lm_head.decoder.weight.mul_(20)
+    seen: list[int] = []
+    hook = lm.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    cached = pipelines.generate(lm, tokenizer, "alpha beta gamma", max_new_tokens=20, use_cache=True)
+    assert seen[1:] == [1] * 19  # one new token per step: the bucket cache is in use
+    hook.remove()
+    full = pipelines.generate(lm, tokenizer, "alpha beta gamma", max_new_tokens=20, use_cache=False)
+    assert cached == full and len(cached["token_ids"]) == 20
+
+
+def test_cli_predict_reads_files_and_stdin(tokenizer, tmp_path, capsys, monkeypatch) -> None:
+    import io
+    import json
+
+    from longseq.cli import main
+
+    folder = tmp_path / "clf"
+    model(longformer.LongformerForSequenceClassification, lf_config(tokenizer)).save_pretrained(folder)
+    docs = tmp_path / "docs.txt"
+    docs.write_text(f"{text(10, 1)}\n\n{text(200, 2)}\n")
+    assert main(["predict", "classify", "--model", str(folder), "--input", str(docs)]) != 0  # no tokenizer
+    assert "tokenizer" in capsys.readouterr().err.lower()
+    tokenizer_dir = tmp_path / "clf"
+    for name in ("vocab.json", "merges.txt"):
+        (tokenizer_dir / name).write_bytes((TOKENIZER_FOLDER[0] / name).read_bytes())
+    assert main(["predict", "classify", "--model", str(folder), "--input", str(docs)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2 and rows[1]["windows"] > 1
+    monkeypatch.setattr("sys.stdin", io.StringIO(text(5, 3)))
+    assert main(["predict", "answer", "--model", str(folder), "--input", "-"]) != 0
+    assert "--question" in capsys.readouterr().err

@@ -15,6 +15,10 @@ EXAMPLES = """examples:
   longseq demo --seq 65536 --heads 4
   longseq convert roberta-base/ longformer-4096/ --to longformer --max-length 4096 --attention-window 512
   longseq convert bert-base/ bigbird-4096/ --to bigbird --max-length 4096 --block-size 64
+  longseq predict classify --model my-longformer/ --input docs.txt      (one document per line)
+  longseq predict answer --model qa-model/ --question "Who?" --input contract.txt
+  echo "The capital is <mask>." | longseq predict fill-mask --model mlm/
+  longseq predict generate --model reformer-lm/ --prompt "Once" --max-new-tokens 50 --seed 0
 """
 
 
@@ -86,7 +90,70 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--block-size", type=int, default=64, help="BigBird block size (default 64)")
     convert.add_argument("--num-random-blocks", type=int, default=3, help="BigBird random blocks (default 3)")
     convert.set_defaults(func=_convert)
+    predict = sub.add_parser("predict", help="run a pipeline on files or stdin", epilog=EXAMPLES)
+    predict.add_argument("task", choices=["classify", "answer", "fill-mask", "tag", "generate"])
+    predict.add_argument("--model", required=True, help="model folder (Hugging Face format)")
+    predict.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
+    predict.add_argument(
+        "--input", default="-", help="text file (default: stdin); classify/fill-mask/tag: a line each"
+    )
+    predict.add_argument("--question", help="answer: the question")
+    predict.add_argument("--prompt", help="generate: the prompt (default: the input)")
+    predict.add_argument("--top-k", type=int, default=5, help="fill-mask: candidates (default 5)")
+    predict.add_argument("--max-new-tokens", type=int, default=50)
+    predict.add_argument("--sample", action="store_true", help="generate: sample instead of greedy")
+    predict.add_argument("--temperature", type=float, default=1.0)
+    predict.add_argument("--top-p", type=float, default=1.0)
+    predict.add_argument("--seed", type=int, default=0)
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--long-documents", choices=["split", "truncate", "error"], default="split")
+    predict.set_defaults(func=_predict)
     return parser
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from . import pipelines
+    from .models import AutoModel
+    from .tokenization import Tokenizer
+
+    model = AutoModel.from_pretrained(args.model)
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
+    if args.input == "-":
+        text = sys.stdin.read()
+    else:
+        with open(args.input, encoding="utf-8") as f:
+            text = f.read()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if args.task == "classify":
+        results = pipelines.classify(
+            model, tokenizer, lines, batch_size=args.batch_size, long_documents=args.long_documents
+        )
+    elif args.task == "answer":
+        if not args.question:
+            raise ValueError("answer needs --question")
+        results = [pipelines.answer(model, tokenizer, args.question, text)]
+    elif args.task == "fill-mask":
+        results = [pipelines.fill_mask(model, tokenizer, line, top_k=args.top_k) for line in lines]
+    elif args.task == "tag":
+        results = [pipelines.tag(model, tokenizer, line) for line in lines]
+    else:
+        results = [
+            pipelines.generate(
+                model,
+                tokenizer,
+                args.prompt or text,
+                max_new_tokens=args.max_new_tokens,
+                do_sample=args.sample,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                seed=args.seed,
+            )
+        ]
+    for result in results:
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -112,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:  # bad input: one line, no trace
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as err:  # bad input: one line
         print(f"longseq {args.command}: {err}", file=sys.stderr)
         return 2
 
