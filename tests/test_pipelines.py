@@ -230,3 +230,25 @@ def test_cli_predict_reads_files_and_stdin(tokenizer, tmp_path, capsys, monkeypa
     monkeypatch.setattr("sys.stdin", io.StringIO(text(5, 3)))
     assert main(["predict", "answer", "--model", str(folder), "--input", "-"]) != 0
     assert "--question" in capsys.readouterr().err
+
+
+def test_block_sparse_models_batch_only_equal_lengths(tokenizer) -> None:
+    """BigBird's blocks depend on the padded length: batching must still not change a result."""
+    config = BigBirdConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=40,
+        max_position_embeddings=64,
+        block_size=4,
+        num_random_blocks=1,
+        num_labels=3,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    clf = model(bigbird.BigBirdForSequenceClassification, config)
+    docs = [text(n, n) for n in (12, 20, 33, 12, 50)]
+    batched = pipelines.classify(clf, tokenizer, docs, batch_size=5)
+    single = [pipelines.classify(clf, tokenizer, d, batch_size=1)[0] for d in docs]
+    for a, b in zip(batched, single, strict=True):
+        assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-6
