@@ -11,8 +11,12 @@ import torch
 from .attention import LSH, BlockSparse, Dense, LocalChunks, SlidingWindow, attend
 
 EXAMPLES = """examples:
-  longseq demo                      every attention pattern at 16K tokens on this machine
-  longseq demo --seq 65536 --heads 4
+  longseq compare                   dense, Longformer, BigBird, Reformer on a small ListOps (CPU, ~10 min)
+  longseq compare --preset lra --output runs/lra          LRA's ListOps setting, for a GPU
+  longseq compare --task retrieval --models longformer reformer --steps 300
+  longseq train --family bigbird --task listops --steps 2000 --output runs/bigbird
+  longseq evaluate --model runs/bigbird/final --task listops
+  longseq bench --seq 65536 --heads 4     every attention pattern checked, then timed
   longseq convert roberta-base/ longformer-4096/ --to longformer --max-length 4096 --attention-window 512
   longseq convert bert-base/ bigbird-4096/ --to bigbird --max-length 4096 --block-size 64
   longseq predict classify --model my-longformer/ --input docs.txt      (one document per line)
@@ -71,10 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="check and time every attention pattern", epilog=EXAMPLES)
-    demo.add_argument("--seq", type=int, default=16384, help="sequence length to time (default 16384)")
-    demo.add_argument("--heads", type=int, default=2, help="attention heads (default 2)")
-    demo.set_defaults(func=_demo)
+    for name in ("bench", "demo"):
+        demo = sub.add_parser(name, help="check and time every attention pattern", epilog=EXAMPLES)
+        demo.add_argument("--seq", type=int, default=16384, help="sequence length to time (default 16384)")
+        demo.add_argument("--heads", type=int, default=2, help="attention heads (default 2)")
+        demo.set_defaults(func=_demo)
+    from .cli_train import add_parsers
+
+    add_parsers(sub, EXAMPLES)
     convert = sub.add_parser(
         "convert",
         help="make a long model (Longformer / BigBird) from a BERT or RoBERTa folder",
@@ -174,7 +182,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "seq", 1) < 1 or getattr(args, "heads", 1) < 1:
+    if args.command in ("bench", "demo") and (args.seq < 1 or args.heads < 1):
         print("longseq: --seq and --heads must be positive", file=sys.stderr)
         return 2
     try:

@@ -1,0 +1,140 @@
+"""`longseq compare | train | evaluate`: flags mirror the config dataclasses' fields."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .compare import MODELS, PRESETS, TASKS, CompareConfig, build_model, compare, load_task, preset
+from .training import TrainConfig, Trainer
+
+_SKIP = {"extra", "models", "task", "output_dir"}
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: set[str], prefix: str = "") -> None:
+    """One flag per dataclass field (`lr` -> `--lr`), defaulting to None: unset flags keep the preset."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        flag = "--" + prefix + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, dest=prefix + f.name
+            )
+        elif isinstance(default, tuple):
+            kind = type(default[0]) if default else str
+            parser.add_argument(flag, nargs="+", type=kind, default=None, dest=prefix + f.name)
+        elif isinstance(default, (int, float, str)):
+            parser.add_argument(flag, type=type(default), default=None, dest=prefix + f.name)
+
+
+def _given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, prefix + f.name, None)
+        if value is not None:
+            out[f.name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def add_parsers(sub: Any, examples: str) -> None:
+    cmp = sub.add_parser(
+        "compare", help="train and compare the architectures on a long-range task", epilog=examples
+    )
+    cmp.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    cmp.add_argument("--task", choices=TASKS, default=None)
+    cmp.add_argument("--models", nargs="+", choices=MODELS, default=None)
+    cmp.add_argument("--output", default=None, help="output folder (default runs/compare-<preset>)")
+    _add_fields(cmp, CompareConfig, _SKIP)
+    cmp.set_defaults(func=_compare)
+
+    train = sub.add_parser("train", help="train one model on a built-in task", epilog=examples)
+    train.add_argument("--family", choices=MODELS, required=True)
+    train.add_argument("--task", choices=TASKS, default="listops")
+    train.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    train.add_argument("--output", default="runs/train", help="output folder (checkpoints, log, final/)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --output"
+    )
+    _add_fields(train, CompareConfig, _SKIP | {"sweep_lengths"})
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="accuracy of a saved model on a built-in task's test split", epilog=examples
+    )
+    ev.add_argument("--model", required=True, help="model folder (from train, or any longseq / HF folder)")
+    ev.add_argument("--task", choices=TASKS, default="listops")
+    ev.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    _add_fields(ev, CompareConfig, _SKIP | {"sweep_lengths"})
+    ev.set_defaults(func=_evaluate)
+
+
+def _config(args: argparse.Namespace, output: str) -> CompareConfig:
+    changes = _given(args, CompareConfig)
+    if getattr(args, "task", None):
+        changes["task"] = args.task
+    if getattr(args, "models", None):
+        changes["models"] = tuple(args.models)
+    return preset(args.preset, output_dir=output, **changes)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    config = _config(args, args.output or f"runs/compare-{args.preset}")
+    report = compare(config)
+    print(f"\nwrote {Path(config.output_dir) / 'report.md'}, results.json and plots")
+    return 0 if report["results"] else 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .data import collate
+    from .training.metrics import classification_metrics
+
+    c = _config(args, args.output)
+    splits, vocab = load_task(c)
+    torch.manual_seed(c.seed)
+    model = build_model(args.family, c, vocab, c.max_length + 2)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = c.precision if c.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+    config = TrainConfig(
+        lr=c.lr,
+        weight_decay=c.weight_decay,
+        warmup_steps=c.warmup,
+        max_steps=c.steps,
+        batch_size=c.batch_size,
+        precision=precision,
+        eval_every=c.eval_every,
+        save_every=c.eval_every,
+        seed=c.seed,
+        output_dir=args.output,
+    )
+    trainer = Trainer(
+        model, config, splits["train"], splits["valid"], collate_fn=collate, metrics=classification_metrics
+    )
+    if args.resume:
+        trainer.resume()
+    result = trainer.train()
+    trainer.save_pretrained(Path(args.output) / "final")
+    print(json.dumps({"step": trainer.step, **result, "saved": str(Path(args.output) / "final")}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .compare import _evaluate as evaluate_split
+    from .models import AutoModel
+
+    c = _config(args, "runs/evaluate")
+    splits, _ = load_task(c)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModel.from_pretrained(args.model, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = evaluate_split(model, splits["test"], c, device)
+    print(json.dumps({"model": args.model, "task": c.task, **result}))
+    return 0
