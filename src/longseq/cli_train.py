@@ -113,6 +113,9 @@ def _train(args: argparse.Namespace) -> int:
         save_every=c.eval_every,
         seed=c.seed,
         output_dir=args.output,
+        strategy=args.strategy,
+        grad_accum=args.grad_accum,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     trainer = Trainer(
         model, config, splits["train"], splits["valid"], collate_fn=collate, metrics=classification_metrics
