@@ -63,6 +63,9 @@ def add_parsers(sub: Any, examples: str) -> None:
     train.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in --output"
     )
+    train.add_argument("--strategy", choices=["auto", "ddp", "fsdp"], default="auto", help="under torchrun")
+    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--gradient-checkpointing", action="store_true")
     _add_fields(train, CompareConfig, _SKIP | {"sweep_lengths"})
     train.set_defaults(func=_train)
 
