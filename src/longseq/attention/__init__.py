@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from . import kernels
 from ._common import check_inputs, default_scale
 from .block_sparse import block_sparse_attention
 from .dense import dense_attention
@@ -36,7 +37,7 @@ BACKENDS = ("auto", "reference", "torch", "gpu")
 
 
 def _gpu_available(q: torch.Tensor) -> bool:
-    return False  # the fused kernels arrive with the GPU backend
+    return q.is_cuda and kernels.available()
 
 
 def attend(
@@ -74,7 +75,12 @@ def attend(
     padding, glob = check_inputs(q, k, v, pattern, padding_mask, global_mask)
     if backend == "gpu" and not _gpu_available(q):
         raise ValueError("backend='gpu' needs CUDA tensors and the GPU kernels; use backend='torch'")
+    if backend == "gpu" and dropout:
+        raise ValueError("the gpu backend has no dropout: pass dropout=0.0, or use backend='torch'")
     s = default_scale(q.shape[-1], scale)
+    fused = backend == "gpu" or (backend == "auto" and not dropout and _gpu_available(q))
+    if fused and isinstance(pattern, kernels.SUPPORTED):
+        return kernels.gpu_attention(q, k, v, pattern, padding, glob, s)
     if isinstance(pattern, SlidingWindow):
         return sliding_window_attention(q, k, v, pattern, padding, glob, s, dropout)
     if isinstance(pattern, BlockSparse):

@@ -1,0 +1,384 @@
+"""Attention alone on one GPU: longseq's `gpu` backend vs FlexAttention vs dense SDPA vs HF Reformer.
+
+Checks before it times: at awkward lengths with padding, the gpu backend's error against the fp32
+reference (forward and gradients, relative Frobenius norm) must be at most twice the error of
+PyTorch's own bf16 math under the same mask (longseq's torch backend in bf16). Then bf16, batch 1,
+12 heads, head_dim 64: forward and forward+backward, median ms (triton.testing.do_bench) and peak
+MiB. Prints a table last; writes JSON to $OUT/attention.json.
+
+    PYTHONPATH=src python benchmarks/attention.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+from longseq.attention import LSH, BlockSparse, LocalChunks, SlidingWindow, attend
+
+DEV = "cuda"
+H, D = 12, 64
+BF16 = torch.bfloat16
+ROWS: list[dict] = []
+CHECKS: list[dict] = []
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+# ---------------------------------------------------------------------------------------------------
+# correctness
+
+
+def check(name, pattern, n, b=2, h=H, d=D, dtype=BF16, glob=False, pad=(37, 300)):
+    gen = torch.Generator(device=DEV).manual_seed(n)
+    q, k, v = (torch.randn(b, h, n, d, device=DEV, generator=gen, dtype=dtype) for _ in range(3))
+    shared = isinstance(pattern, LSH)
+    if shared:
+        k = q
+    padding = torch.arange(n, device=DEV)[None] < (n - torch.tensor(pad[:b], device=DEV))[:, None]
+    gm = None
+    if glob:
+        gm = torch.zeros(b, n, dtype=torch.bool, device=DEV)
+        gm[:, [0, n // 2]] = True
+    ins = [q, v] if shared else [q, k, v]
+    go = torch.randn(b, h, n, d, device=DEV, generator=gen, dtype=dtype)
+
+    def run(backend, tensors):
+        ts = [t.detach().clone().requires_grad_(True) for t in tensors]
+        qq, vv = ts[0], ts[-1]
+        kk = qq if shared else ts[1]
+        out = attend(qq, kk, vv, pattern, padding_mask=padding, global_mask=gm, backend=backend)
+        grads = torch.autograd.grad(out, ts, go.to(out.dtype))
+        return [out, *grads]
+
+    keep = shared or dtype == torch.float32  # LSH hashes in the input dtype: the reference keeps it
+    ref = run("reference", ins if keep else [t.float() for t in ins])
+    got = run("gpu", ins)
+    base = run("torch", ins)
+    errs = [rel(g, r) for g, r in zip(got, ref, strict=True)]
+    base_errs = [rel(t, r) for t, r in zip(base, ref, strict=True)]
+    nan = any(bool(t.isnan().any()) for t in got)
+    limit = [2 * e + (1e-5 if dtype == torch.float32 else 1e-4) for e in base_errs]
+    ok = not nan and all(e <= lim for e, lim in zip(errs, limit, strict=True))
+    row = dict(name=name, n=n, dtype=str(dtype).split(".")[-1], d=d, ok=ok, nan=nan,
+               gpu_err=[round(e, 6) for e in errs], torch_err=[round(e, 6) for e in base_errs])  # fmt: skip
+    CHECKS.append(row)
+    print("check", row, flush=True)
+
+
+def correctness() -> None:
+    check("window512+2 global", SlidingWindow(512), 1337, glob=True)
+    check("window64 dilated causal +global", SlidingWindow(64, dilation=2, causal=True), 1001, glob=True)
+    check("bigbird64 r3", BlockSparse(64, 3, seed=0), 1100)
+    check("local64", LocalChunks(64), 1000)
+    check("lsh 1 hash c64", LSH(1, 16, 64, seed=0), 1000)
+    check("lsh 2 hash c64", LSH(2, 16, 64, seed=1), 777)
+    check("window128 d32 fp16", SlidingWindow(128), 700, d=32, h=4, dtype=torch.float16, glob=True)
+    check("bigbird64 d128 fp32", BlockSparse(64, 2, seed=3), 1000, d=128, h=2, dtype=torch.float32)
+    check("local64 d128 bf16", LocalChunks(64, 1, 1), 900, d=128, h=4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# timing
+
+
+def bench(fn) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=20, rep=60, return_mode="median")
+
+
+def record(name: str, pattern: str, n: int, mode: str, fn) -> None:
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        ms = bench(fn)
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        row = dict(impl=name, pattern=pattern, n=n, mode=mode, ms=round(ms, 4), peak_mib=round(peak, 1))
+    except Exception as ex:  # an OOM or a failed compile is a result too
+        row = dict(impl=name, pattern=pattern, n=n, mode=mode, ms=None, peak_mib=None,
+                   error=f"{type(ex).__name__}: {str(ex)[:160]}")  # fmt: skip
+    ROWS.append(row)
+    print(row, flush=True)
+
+
+def qkv(n: int, grad: bool = True) -> list[torch.Tensor]:
+    gen = torch.Generator(device=DEV).manual_seed(0)
+    return [
+        torch.randn(1, H, n, D, device=DEV, dtype=BF16, generator=gen).requires_grad_(grad) for _ in range(3)
+    ]
+
+
+def time_pair(impl: str, pattern: str, n: int, fwd, fwd_only: bool = False) -> None:
+    """fwd() -> (out, inputs). Times the forward, then forward + backward."""
+    record(impl, pattern, n, "fwd", lambda: fwd()[0])
+    if fwd_only:
+        return
+    out, ins = fwd()
+    go = torch.randn_like(out)
+    del out
+    record(impl, pattern, n, "fwd+bwd", lambda: torch.autograd.grad(fwd()[0], ins, go))
+
+
+def flex_masks(n: int, kind: str, pattern: BlockSparse | None = None):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if kind == "window":
+
+        def mask(b, h, q, kv):
+            return ((q - kv).abs() <= 256) | (q == 0) | (kv == 0)
+
+    else:
+        nb = -(-n // 64)
+        rnd = pattern.random_blocks(nb, device=DEV)  # (nb, 3), -1 on the global rows
+
+        def mask(b, h, q, kv):
+            qb, kb = q // 64, kv // 64
+            win = (qb - kb).abs() <= 1
+            glob = (qb == 0) | (kb == 0) | (qb == nb - 1) | (kb == nb - 1)
+            r = (rnd[qb, 0] == kb) | (rnd[qb, 1] == kb) | (rnd[qb, 2] == kb)
+            return win | glob | r
+
+    return create_block_mask(mask, None, None, n, n, device=DEV)
+
+
+_FLEX = None
+
+
+def flex():
+    global _FLEX
+    if _FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX = torch.compile(flex_attention, dynamic=False)
+    return _FLEX
+
+
+def time_window(n: int) -> None:
+    window = SlidingWindow(512)
+    q, k, v = qkv(n)
+    gm = torch.zeros(1, n, dtype=torch.bool, device=DEV)
+    gm[:, 0] = True
+    label = "window512+1 global"
+    time_pair(
+        "longseq gpu", label, n, lambda: (attend(q, k, v, window, global_mask=gm, backend="gpu"), [q, k, v])
+    )
+    bm = flex_masks(n, "window")
+    time_pair("flex", label, n, lambda: (flex()(q, k, v, block_mask=bm), [q, k, v]))
+    time_pair("sdpa dense", label, n, lambda: (F.scaled_dot_product_attention(q, k, v), [q, k, v]))
+
+
+def time_bigbird(n: int) -> None:
+    bigbird = BlockSparse(64, 3, seed=0)
+    q, k, v = qkv(n)
+    label = "bigbird64 r3"
+    time_pair("longseq gpu", label, n, lambda: (attend(q, k, v, bigbird, backend="gpu"), [q, k, v]))
+    bm = flex_masks(n, "bigbird", bigbird)
+    time_pair("flex", label, n, lambda: (flex()(q, k, v, block_mask=bm), [q, k, v]))
+    time_pair("sdpa dense", label, n, lambda: (F.scaled_dot_product_attention(q, k, v), [q, k, v]))
+
+
+def time_million() -> None:
+    n = 1 << 20
+    q, k, v = qkv(n, grad=False)
+    window = SlidingWindow(512)
+    with torch.no_grad():
+        time_pair("longseq gpu", "window512", n, lambda: (attend(q, k, v, window, backend="gpu"), []), True)
+
+
+def timing(quick: bool) -> None:
+    for n in (16384,) if quick else (16384, 65536):
+        time_window(n)
+    for n in (4096, 16384) if quick else (4096, 16384, 65536):
+        time_bigbird(n)
+    reformer(16384)
+    time_million()
+
+
+def reformer(n: int) -> None:
+    """Local and LSH attention layers (projections included on both sides) vs HF's modules."""
+    hidden = torch.randn(1, n, H * D, device=DEV, dtype=BF16, requires_grad=True)
+    proj = torch.nn.Linear(H * D, H * D, bias=False, device=DEV, dtype=BF16)
+    projv = torch.nn.Linear(H * D, H * D, bias=False, device=DEV, dtype=BF16)
+    projk = torch.nn.Linear(H * D, H * D, bias=False, device=DEV, dtype=BF16)
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.view(1, n, H, D).transpose(1, 2)
+
+    local = LocalChunks(64)
+    lsh = LSH(1, 512, 64, seed=0)
+
+    def ours_local():
+        out = attend(heads(proj(hidden)), heads(projk(hidden)), heads(projv(hidden)), local, backend="gpu")
+        return out.transpose(1, 2).reshape(1, n, H * D), [hidden]
+
+    def ours_lsh():
+        qk = heads(proj(hidden))
+        out = attend(qk, qk, heads(projv(hidden)), lsh, backend="gpu", scale=1.0)
+        return out.transpose(1, 2).reshape(1, n, H * D), [hidden]
+
+    time_pair("longseq gpu (+proj)", "reformer local64", n, ours_local)
+    time_pair("longseq gpu (+proj)", "reformer lsh c64 1 hash", n, ours_lsh)
+    try:
+        from transformers import ReformerConfig
+        from transformers.models.reformer.modeling_reformer import LocalSelfAttention, LSHSelfAttention
+    except Exception:
+        print("transformers does not import: HF peers skipped", flush=True)
+        return
+    cfg = ReformerConfig(
+        hidden_size=H * D, num_attention_heads=H, attention_head_size=D, local_attn_chunk_length=64,
+        lsh_attn_chunk_length=64, num_hashes=1, num_buckets=512, is_decoder=False,
+        local_attention_probs_dropout_prob=0.0, lsh_attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    for label, cls in (
+        ("reformer local64", LocalSelfAttention),
+        ("reformer lsh c64 1 hash", LSHSelfAttention),
+    ):
+        try:
+            mod = cls(cfg).to(DEV, BF16).train()
+            time_pair("hf module", label, n, lambda mod=mod: (mod(hidden)[0], [hidden]))
+        except Exception:
+            traceback.print_exc()
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def table() -> str:
+    lines = [
+        "| pattern | n | mode | impl | ms | peak MiB | impl / longseq |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ours = {
+        (r["pattern"].replace("reformer ", ""), r["n"], r["mode"]): r["ms"]
+        for r in ROWS
+        if "longseq" in r["impl"]
+    }
+    for r in ROWS:
+        mine = ours.get((r["pattern"].replace("reformer ", ""), r["n"], r["mode"]))
+        ratio = "" if not (mine and r["ms"]) or "longseq" in r["impl"] else f"{r['ms'] / mine:.2f}x"
+        ms = r["ms"] if r["ms"] is not None else r.get("error", "")[:60]
+        lines.append(
+            f"| {r['pattern']} | {r['n']} | {r['mode']} | {r['impl']} | {ms} | {r['peak_mib']} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def profile() -> None:
+    """Where the time goes: host time per call, top CPU and CUDA ops, and a small tile sweep."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from longseq.attention.kernels import listed, patterns_gpu
+
+    def cases():
+        out = []
+        for n in (16384,):
+            q, k, v = qkv(n)
+            gm = torch.zeros(1, n, dtype=torch.bool, device=DEV)
+            gm[:, 0] = True
+            w = SlidingWindow(512)
+            out.append(
+                (
+                    f"window {n} +g fwd",
+                    lambda q=q, k=k, v=v, gm=gm, w=w: attend(q, k, v, w, global_mask=gm, backend="gpu"),
+                )
+            )
+            out.append((f"window {n} fwd", lambda q=q, k=k, v=v, w=w: attend(q, k, v, w, backend="gpu")))
+            go = torch.randn_like(q)
+            out.append(
+                (
+                    f"window {n} +g fwd+bwd",
+                    lambda q=q, k=k, v=v, gm=gm, w=w, go=go: torch.autograd.grad(
+                        attend(q, k, v, w, global_mask=gm, backend="gpu"), [q, k, v], go
+                    ),
+                )
+            )
+        q, k, v = qkv(4096)
+        bb = BlockSparse(64, 3, seed=0)
+        out.append(("bigbird 4096 fwd", lambda: attend(q, k, v, bb, backend="gpu")))
+        return out
+
+    for name, fn in cases():
+        fn()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(20):
+            fn()
+        host = (time.perf_counter() - t) / 20 * 1e3
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t) / 20 * 1e3
+        print(f"PROFILE {name}: host {host:.3f} ms/call, wall {wall:.3f} ms/call", flush=True)
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                fn()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10), flush=True)
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=8), flush=True)
+    # tile sweep on GPU-bound sizes
+    n = 1 << 18
+    q, k, v = qkv(n)
+    go = torch.randn_like(q)
+    w = SlidingWindow(512)
+    for bm, bn, warps, stages in (
+        (64, 64, 4, 2),
+        (128, 64, 4, 2),
+        (128, 64, 8, 2),
+        (128, 64, 4, 3),
+        (64, 64, 4, 3),
+        (128, 128, 8, 2),
+    ):
+        patterns_gpu.WINDOW_BLOCK_M, patterns_gpu.WINDOW_BLOCK_N = bm, bn
+        listed.LAUNCH.clear()
+        listed.LAUNCH.update(num_warps=warps, num_stages=stages)
+        try:
+            f = bench(lambda: attend(q, k, v, w, backend="gpu"))
+            fb = bench(lambda: torch.autograd.grad(attend(q, k, v, w, backend="gpu"), [q, k, v], go))
+            print(
+                f"SWEEP n={n} bm={bm} bn={bn} warps={warps} stages={stages}: fwd {f:.3f} fwd+bwd {fb:.3f}",
+                flush=True,
+            )
+        except Exception as ex:
+            print(
+                f"SWEEP bm={bm} bn={bn} warps={warps} stages={stages}: {type(ex).__name__} {str(ex)[:200]}",
+                flush=True,
+            )
+    listed.LAUNCH.clear()
+    patterns_gpu.WINDOW_BLOCK_M, patterns_gpu.WINDOW_BLOCK_N = 64, 64
+
+
+def main() -> None:
+    if "--profile" in sys.argv:
+        profile()
+        return
+    quick = "--quick" in sys.argv
+    print(torch.__version__, torch.cuda.get_device_name(), flush=True)
+    t0 = time.time()
+    correctness()
+    print(f"correctness done in {time.time() - t0:.0f} s", flush=True)
+    if "--check-only" not in sys.argv:
+        timing(quick)
+    out = os.environ.get("OUT", "/tmp")
+    with open(os.path.join(out, "attention.json"), "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "checks": CHECKS, "rows": ROWS}, f, indent=1)
+    print("\nchecks:")
+    for c in CHECKS:
+        print(f"  {'PASS' if c['ok'] else 'FAIL'} {c['name']} n={c['n']} {c['dtype']} d={c['d']}: "
+              f"gpu {c['gpu_err']} vs torch {c['torch_err']}")  # fmt: skip
+    print(f"\ntotal {time.time() - t0:.0f} s\n" + table())
+    assert math.isfinite(t0)
+
+
+if __name__ == "__main__":
+    main()

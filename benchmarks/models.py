@@ -1,0 +1,181 @@
+"""Whole models on the GPU: longseq against Hugging Face, in one run, same random weights.
+
+2 layers, hidden 768, 12 heads, FFN 3072, batch 1 (the ANCHORS configs). For each family the HF
+model is built with transformers, saved, and loaded by longseq, so both hold the same weights;
+outputs are compared before anything is timed. Times: median of 10 after warm-up, bf16 autocast;
+train = forward + backward of sum(last_hidden_state). Prints a table last; JSON to $OUT/models.json.
+
+    PYTHONPATH=src python benchmarks/models.py [--seq 4096 16384] [--families longformer bigbird]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import traceback
+
+import torch
+
+DEV = "cuda"
+ROWS: list[dict] = []
+
+
+def timeit(fn, reps: int = 10, warm: int = 3) -> float:
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def record(name: str, n: int, mode: str, fn) -> dict:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    row = {"name": name, "n": n, "mode": mode}
+    try:
+        row["ms"] = round(timeit(fn), 3)
+        row["peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except torch.cuda.OutOfMemoryError:
+        row |= {"ms": None, "peak_mib": "OOM"}
+    except Exception as ex:  # a peer failing must not stop the run
+        row |= {"ms": None, "peak_mib": f"ERR {type(ex).__name__}: {str(ex)[:100]}"}
+    ROWS.append(row)
+    print(row, flush=True)
+    return row
+
+
+def hf_models(n: int) -> dict:
+    import transformers as T
+
+    common = dict(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return {
+        "longformer": (
+            T.LongformerModel,
+            T.LongformerConfig(attention_window=512, max_position_embeddings=n + 2, **common),
+        ),
+        "bigbird": (
+            T.BigBirdModel,
+            T.BigBirdConfig(
+                attention_type="block_sparse",
+                block_size=64,
+                num_random_blocks=3,
+                max_position_embeddings=n,
+                **common,
+            ),
+        ),
+        "reformer": (
+            T.ReformerModel,
+            T.ReformerConfig(
+                attn_layers=["local", "lsh"],
+                hidden_size=768,
+                num_attention_heads=12,
+                attention_head_size=64,
+                feed_forward_size=3072,
+                axial_pos_embds=True,
+                axial_pos_shape=(64, n // 64),
+                axial_pos_embds_dim=(256, 512),
+                lsh_attn_chunk_length=64,
+                local_attn_chunk_length=64,
+                num_hashes=1,
+                num_buckets=None,
+                hash_seed=0,
+                max_position_embeddings=n,
+                is_decoder=False,
+                vocab_size=320,
+                hidden_dropout_prob=0.0,
+                lsh_attention_probs_dropout_prob=0.0,
+                local_attention_probs_dropout_prob=0.0,
+            ),
+        ),
+        "roberta_sdpa": (
+            T.RobertaModel,
+            T.RobertaConfig(max_position_embeddings=n + 2, attn_implementation="sdpa", **common),
+        ),
+    }
+
+
+def bench(family: str, n: int) -> None:
+    import longseq
+
+    make, config = hf_models(n)[family]
+    torch.manual_seed(0)
+    hf = make(config).to(DEV)
+    ids = torch.randint(5, config.vocab_size - 1, (1, n), device=DEV)
+    kw = {}
+    if family == "longformer":
+        glob = torch.zeros_like(ids)
+        glob[:, 0] = 1
+        kw["global_attention_mask"] = glob
+    models = {f"hf_{family}": hf}
+    if family != "roberta_sdpa":
+        with tempfile.TemporaryDirectory() as folder:
+            hf.save_pretrained(folder)
+            models[f"longseq_{family}"] = longseq.AutoModel.from_pretrained(folder, device=DEV)
+        with torch.no_grad():
+            hf.eval()
+            models[f"longseq_{family}"].eval()
+            a = hf(input_ids=ids, **kw).last_hidden_state.float()
+            b = models[f"longseq_{family}"](input_ids=ids, **kw).last_hidden_state.float()
+            err = (a - b).abs().max().item()
+            print(f"{family} n={n}: max |longseq - HF| fp32 = {err:.2e}", flush=True)
+            ROWS.append({"name": f"check_{family}", "n": n, "mode": "max_abs_diff_fp32", "ms": err})
+    for name, model in models.items():
+        model.eval()
+
+        def infer(model=model) -> None:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                model(input_ids=ids, **kw)
+
+        record(name, n, "infer_bf16", infer)
+        model.train()
+
+        def step(model=model) -> None:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model(input_ids=ids, **kw).last_hidden_state
+            out.float().sum().backward()
+
+        record(name, n, "train_bf16", step)
+        del model
+    del models, hf
+    torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seq", type=int, nargs="+", default=[4096, 16384])
+    parser.add_argument(
+        "--families", nargs="+", default=["longformer", "bigbird", "reformer", "roberta_sdpa"]
+    )
+    args = parser.parse_args()
+    print(torch.__version__, torch.cuda.get_device_name(), flush=True)
+    for n in args.seq:
+        for family in args.families:
+            try:
+                bench(family, n)
+            except Exception:
+                traceback.print_exc()
+    out = os.environ.get("OUT", "/tmp")
+    with open(os.path.join(out, "models.json"), "w") as f:
+        json.dump(ROWS, f, indent=1)
+    print("\nname | n | mode | ms | peak MiB | HF ms / longseq ms")
+    by_key = {(r["name"], r["n"], r["mode"]): r for r in ROWS}
+    for r in ROWS:
+        ratio = ""
+        if r["name"].startswith("longseq_") and r.get("ms"):
+            peer = by_key.get(("hf_" + r["name"].removeprefix("longseq_"), r["n"], r["mode"]))
+            if peer and peer.get("ms"):
+                ratio = f"{peer['ms'] / r['ms']:.2f}x"
+        print(f"{r['name']} | {r['n']} | {r['mode']} | {r.get('ms')} | {r.get('peak_mib', '')} | {ratio}")
+
+
+if __name__ == "__main__":
+    main()

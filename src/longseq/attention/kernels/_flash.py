@@ -1,0 +1,309 @@
+"""Listed-blocks flash attention in Triton: forward, dQ and dK/dV kernels.
+
+Every program works on one query tile and walks a list of key tiles (online softmax: scores are never
+written out). A tile is a sub-block of a logical block of the pattern: logical block `l` of stride `S`
+is cut into `NSUB` tiles of `SUB` rows, so tile `t` covers rows `(t // NSUB) * S + (t % NSUB) * SUB
++ [0, SUB)` clipped to the block and to the sequence. A tile id past the last tile is a null entry
+(fully masked), which keeps every list the same width.
+
+The element mask is built from position vectors: key validity (padding, or "not a window key" for
+Longformer's global tokens), `|i - j| <= half` (WINDOW), `j <= i` (CAUSAL), `i != j` (NO_SELF), with
+i, j the slot indices or, with HAS_POS, positions read from a vector (LSH's sorted order). Optional
+extra keys (HAS_X: Longformer's global keys, seen by every query) are a second loop. Fully masked
+rows give O = 0 and LSE = -inf; padded query rows (HAS_QVAL) too.
+
+Layouts: q, k, v, o, do, dq, dk, dv are (batch, heads, rows, head_dim) with any batch / head / row
+strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32. With SPLIT,
+work item w writes output rows w * BLOCK_M + [0, BLOCK_M) (partial results merged by LSE outside);
+otherwise it writes its own query rows.
+"""
+
+# ruff: noqa: SIM108  (if / else on constexpr flags reads best in Triton kernels)
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _tile_rows(t, S: tl.constexpr, SUB: tl.constexpr, NSUB: tl.constexpr, BLOCK: tl.constexpr, n_rows):
+    offs = tl.arange(0, BLOCK)
+    u = t % NSUB
+    rows = (t // NSUB) * S + u * SUB + offs
+    ok = (offs < SUB) & (u * SUB + offs < S) & (rows < n_rows)
+    return rows, ok
+
+
+@triton.jit
+def _visible(qp, kp, kval, half, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr):
+    # qp, kp, kval broadcast against each other: (M, 1), (1, N), (1, N) or transposed
+    ok = kval
+    diff = qp - kp
+    if WINDOW:
+        ok = ok & (diff <= half) & (diff >= -half)
+    if CAUSAL:
+        ok = ok & (diff >= 0)
+    if NO_SELF:
+        ok = ok & (diff != 0)
+    return ok
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    # UPCAST: Triton's CPU interpreter multiplies bf16 wrongly, so the tests run bf16 dots in fp32
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _online(s, ok, m_i, l_i, acc, v, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC, UPCAST)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XVAL, W_QT, LIST,
+    qk_scale, half, H, NQ, NK, NX, WD, NO,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+    s_kvb, s_kvh, s_qvb, s_qvh, s_pb, s_ph,
+    sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xmb, s_xmh,
+    s_wh, s_lh,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
+    KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
+    WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
+    HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):  # fmt: skip
+    w = tl.program_id(0)
+    z = tl.program_id(1)
+    b = z // H
+    h = z % H
+    qt = tl.load(W_QT + h * s_wh + w)
+    qrows, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
+    offs_d = tl.arange(0, BLOCK_D)
+    dok = offs_d < D
+    offs_n = tl.arange(0, BLOCK_N)
+    q = tl.load(
+        Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qok[:, None] & dok[None, :], 0.0
+    )
+    if HAS_POS:
+        qpos = tl.load(POS + b * s_pb + h * s_ph + qrows, qok, 0)
+    else:
+        qpos = qrows
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    lbase = LIST + h * s_lh + w * WD
+    for e in range(WD):
+        kt = tl.load(lbase + e)
+        kcols, kok = _tile_rows(kt, KS, KSUB, NKSUB, BLOCK_N, NK)
+        kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
+        kmask = kok[:, None] & dok[None, :]
+        k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
+        v = tl.load(V + b * svb + h * svh + kcols[:, None] * svn + offs_d[None, :], kmask, 0.0)
+        if HAS_POS:
+            kpos = tl.load(POS + b * s_pb + h * s_ph + kcols, kok, 0)
+        else:
+            kpos = kcols
+        s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
+        ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
+        m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, PREC, UPCAST)
+    if HAS_X:
+        for x0 in range(0, NX, BLOCK_N):
+            xcols = x0 + offs_n
+            xok = xcols < NX
+            xval = tl.load(XVAL + b * s_xmb + h * s_xmh + xcols, xok, 0) != 0
+            kmask = xok[:, None] & dok[None, :]
+            k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
+            v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
+            s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
+            ok = xval[None, :] & (qpos[:, None] >= 0)
+            m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, PREC, UPCAST)
+    if HAS_QVAL:
+        qval = tl.load(QVAL + b * s_qvb + h * s_qvh + qrows, qok, 0) != 0
+        l_i = tl.where(qval, l_i, 0.0)
+    seen = l_i > 0
+    l_safe = tl.where(seen, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    out = tl.where(seen[:, None], out, 0.0)
+    lse = tl.where(seen, (m_i + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    if SPLIT:
+        orows = w * BLOCK_M + tl.arange(0, BLOCK_M)
+    else:
+        orows = qrows
+    optr = O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :]
+    tl.store(optr, out.to(O.dtype.element_ty), qok[:, None] & dok[None, :])
+    tl.store(LSE + z * NO + orows, lse, qok)
+
+
+@triton.jit
+def _bwd_dq_kernel(
+    Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XVAL, DKX, DVX, W_QT, LIST,
+    qk_scale, scale, half, H, NQ, NK, NX, WD, NO,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
+    s_kvb, s_kvh, s_pb, s_ph,
+    sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xmb, s_xmh,
+    s_wh, s_lh,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
+    KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
+    WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
+    HAS_X: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_DLSE: tl.constexpr,
+):  # fmt: skip
+    # also writes delta = rowsum(dO * O) - dLSE for the dK / dV kernel that runs next
+    w = tl.program_id(0)
+    z = tl.program_id(1)
+    b = z // H
+    h = z % H
+    qt = tl.load(W_QT + h * s_wh + w)
+    qrows, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
+    if SPLIT:
+        orows = w * BLOCK_M + tl.arange(0, BLOCK_M)
+    else:
+        orows = qrows
+    offs_d = tl.arange(0, BLOCK_D)
+    dok = offs_d < D
+    offs_n = tl.arange(0, BLOCK_N)
+    qmask = qok[:, None] & dok[None, :]
+    q = tl.load(Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qmask, 0.0)
+    do = tl.load(DO + b * sdob + h * sdoh + orows[:, None] * sdon + offs_d[None, :], qmask, 0.0)
+    o = tl.load(O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :], qmask, 0.0)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    if HAS_DLSE:
+        delta -= tl.load(DLSE + z * NO + orows, qok, 0.0)
+    tl.store(DELTA + z * NO + orows, delta, qok)
+    do = do.to(q.dtype)
+    lse = tl.load(LSE + z * NO + orows, qok, float("-inf"))
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+    if HAS_POS:
+        qpos = tl.load(POS + b * s_pb + h * s_ph + qrows, qok, 0)
+    else:
+        qpos = qrows
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    lbase = LIST + h * s_lh + w * WD
+    for e in range(WD):
+        kt = tl.load(lbase + e)
+        kcols, kok = _tile_rows(kt, KS, KSUB, NKSUB, BLOCK_N, NK)
+        kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
+        kmask = kok[:, None] & dok[None, :]
+        k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
+        v = tl.load(V + b * svb + h * svh + kcols[:, None] * svn + offs_d[None, :], kmask, 0.0)
+        if HAS_POS:
+            kpos = tl.load(POS + b * s_pb + h * s_ph + kcols, kok, 0)
+        else:
+            kpos = kcols
+        s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
+        ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
+        p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
+        dp = _dot(do, tl.trans(v), PREC, UPCAST)
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
+    if HAS_X:
+        for x0 in range(0, NX, BLOCK_N):
+            xcols = x0 + offs_n
+            xok = xcols < NX
+            xval = tl.load(XVAL + b * s_xmb + h * s_xmh + xcols, xok, 0) != 0
+            kmask = xok[:, None] & dok[None, :]
+            k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
+            v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
+            s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
+            ok = xval[None, :] & (qpos[:, None] >= 0)
+            p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
+            dp = _dot(do, tl.trans(v), PREC, UPCAST)
+            ds = p * (dp - delta[:, None])
+            dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
+            # the extra keys are few and seen by every query tile: fp32 atomics (B, H, NX, D)
+            xptr = (z * NX + xcols[:, None]) * D + offs_d[None, :]
+            dvx = _dot(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
+            dkx = _dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST) * scale
+            tl.atomic_add(DVX + xptr, dvx, kmask)
+            tl.atomic_add(DKX + xptr, dkx, kmask)
+    dq = dq * scale
+    dqptr = DQ + b * sdqb + h * sdqh + orows[:, None] * sdqn + offs_d[None, :]
+    tl.store(dqptr, dq.to(DQ.dtype.element_ty), qmask)
+
+
+@triton.jit
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV, KVAL, POS, W_QT, T_START, T_COUNT, T_LIST,
+    qk_scale, scale, half, H, NQ, NK, NO,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon,
+    sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
+    s_kvb, s_kvh, s_pb, s_ph,
+    s_wh, s_th, s_tlh,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
+    KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
+    WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
+    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    kt = tl.program_id(0)
+    z = tl.program_id(1)
+    b = z // H
+    h = z % H
+    kcols, kok = _tile_rows(kt, KS, KSUB, NKSUB, BLOCK_N, NK)
+    offs_d = tl.arange(0, BLOCK_D)
+    dok = offs_d < D
+    offs_m = tl.arange(0, BLOCK_M)
+    kmask = kok[:, None] & dok[None, :]
+    k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
+    v = tl.load(V + b * svb + h * svh + kcols[:, None] * svn + offs_d[None, :], kmask, 0.0)
+    kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
+    if HAS_POS:
+        kpos = tl.load(POS + b * s_pb + h * s_ph + kcols, kok, 0)
+    else:
+        kpos = kcols
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    start = tl.load(T_START + h * s_th + kt)
+    count = tl.load(T_COUNT + h * s_th + kt)
+    for e in range(count):
+        w = tl.load(T_LIST + h * s_tlh + start + e)
+        qt = tl.load(W_QT + h * s_wh + w)
+        qrows, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
+        if SPLIT:
+            orows = w * BLOCK_M + offs_m
+        else:
+            orows = qrows
+        qmask = qok[:, None] & dok[None, :]
+        q = tl.load(Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qmask, 0.0)
+        do = tl.load(DO + b * sdob + h * sdoh + orows[:, None] * sdon + offs_d[None, :], qmask, 0.0)
+        do = do.to(q.dtype)
+        lse = tl.load(LSE + z * NO + orows, qok, float("-inf"))
+        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+        delta = tl.load(DELTA + z * NO + orows, qok, 0.0)
+        if HAS_POS:
+            qpos = tl.load(POS + b * s_pb + h * s_ph + qrows, qok, 0)
+        else:
+            qpos = qrows
+        st = _dot(k, tl.trans(q), PREC, UPCAST) * qk_scale  # (N, M)
+        ok = _visible(qpos[None, :], kpos[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
+        pt = tl.where(ok, tl.math.exp2(st - lse2[None, :]), 0.0)
+        dv += _dot(pt.to(do.dtype), do, PREC, UPCAST)
+        dpt = _dot(v, tl.trans(do), PREC, UPCAST)
+        dst = pt * (dpt - delta[None, :])
+        dk += _dot(dst.to(q.dtype), q, PREC, UPCAST)
+    dk = dk * scale
+    tl.store(
+        DK + b * sdkb + h * sdkh + kcols[:, None] * sdkn + offs_d[None, :], dk.to(DK.dtype.element_ty), kmask
+    )
+    tl.store(
+        DV + b * sdvb + h * sdvh + kcols[:, None] * sdvn + offs_d[None, :], dv.to(DV.dtype.element_ty), kmask
+    )
+
+
+__all__ = ["LN2", "LOG2E", "_bwd_dkdv_kernel", "_bwd_dq_kernel", "_fwd_kernel", "triton"]

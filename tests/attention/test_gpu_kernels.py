@@ -1,0 +1,205 @@
+"""The `gpu` backend's Triton kernels equal the dense float32 reference, forward and in gradients.
+
+CI has no GPU, so the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, which must be set
+before triton is imported): the checks run in two subprocesses (this file as a script, half of the
+cases each) and the tests read their results. Small sizes: seq <= 150, head_dim 16 / 24 / 32, 1-2
+heads; padding, rows with no real token, lengths no multiple of the window / block / chunk, every
+pattern, and fp16 / bf16 against twice the error of the torch backend in the same precision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from longseq.attention import LSH, BlockSparse, LocalChunks, SlidingWindow, attend
+
+# name -> (pattern, options); options: n, d, h, b, pad ("some" | "none" | "empty_row"), glob, dtype
+CASES: dict[str, tuple] = {
+    "window": (SlidingWindow(8), {"n": 100}),
+    "window_global": (SlidingWindow(8), {"n": 100, "glob": True}),
+    "window_wide_global_d32": (SlidingWindow(100), {"n": 150, "d": 32, "h": 1, "glob": True}),
+    "window_causal_dilated_global": (SlidingWindow(10, dilation=2, causal=True), {"n": 97, "glob": True}),
+    "window_per_head_dilation_global": (SlidingWindow(6, dilation=(1, 3)), {"n": 91, "glob": True}),
+    "window_bf16": (SlidingWindow(16), {"n": 120, "dtype": "bfloat16", "glob": True}),
+    "window_fp16_d24": (SlidingWindow(12, causal=True), {"n": 75, "d": 24, "dtype": "float16"}),
+    "block_sparse": (BlockSparse(16, 1, seed=3), {"n": 123}),
+    "block_sparse_plan_repeats": (
+        BlockSparse(16, 2, seed=torch.tensor([[[1, 1], [4, 0], [5, 2], [6, 6], [1, 3], [2, 2], [3, 1]]] * 2)),
+        {"n": 141, "h": 2},
+    ),
+    "block_sparse_bf16_d32": (BlockSparse(16, 1, seed=7), {"n": 120, "d": 32, "h": 1, "dtype": "bfloat16"}),
+    "block_sparse_dense_short": (BlockSparse(16, 1), {"n": 70}),
+    "local": (LocalChunks(20, 1, 1), {"n": 100}),
+    "local_causal": (LocalChunks(16, 1, 0, causal=True), {"n": 70}),
+    "local_two_chunks_repeat": (LocalChunks(40, 1, 1), {"n": 75, "h": 1}),
+    "local_subtiles": (LocalChunks(140, 1, 0), {"n": 150, "h": 1, "b": 1}),
+    "lsh": (LSH(2, 4, 16, seed=1), {"n": 75}),
+    "lsh_causal": (LSH(1, 4, 16, causal=True, seed=2), {"n": 70}),
+    "lsh_factorised_after": (LSH(2, (2, 4), 8, chunks_after=1, seed=5), {"n": 37, "h": 1}),
+    "lsh_bf16": (LSH(1, 4, 16, seed=3), {"n": 64, "dtype": "bfloat16"}),
+    "lsh_short_dense": (LSH(1, 4, 32, seed=4), {"n": 30}),
+}
+
+
+def _inputs(pattern, n=100, d=16, h=2, b=2, pad="empty_row", glob=False, dtype="float32", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    dt = getattr(torch, dtype)
+    q, k, v = (torch.randn(b, h, n, d, generator=gen).to(dt) for _ in range(3))
+    if isinstance(pattern, LSH):
+        k = q
+    lengths = {"some": [n - 7, n - 1], "none": [n, n], "empty_row": [n - 7, 0]}[pad][:b]
+    padding = torch.arange(n)[None] < torch.tensor(lengths)[:, None]
+    global_mask = None
+    if glob:
+        global_mask = torch.zeros(b, n, dtype=torch.bool)
+        global_mask[:, [0, n // 3]] = True
+        global_mask[-1, n - 1] = True  # a padded token marked global is not global
+    return q, k, v, padding, global_mask
+
+
+def _grads(out: torch.Tensor, ins: list[torch.Tensor], go: torch.Tensor) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(out, ins, go))
+
+
+def _check(name: str) -> dict:
+    """Run one case in the interpreter: the kernel's errors and the torch backend's, per output."""
+    from longseq.attention._common import check_inputs, default_scale
+    from longseq.attention.kernels import gpu_attention
+
+    pattern, opts = CASES[name]
+    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    shared = k is q
+    ins = [q, v] if shared else [q, k, v]
+    for t in ins:
+        t.requires_grad_(True)
+    pad, glob = check_inputs(q, k, v, pattern, padding, global_mask)
+    out = gpu_attention(q, k, v, pattern, pad, glob, default_scale(q.shape[-1], None))
+    fast = attend(q, k, v, pattern, padding_mask=padding, global_mask=global_mask, backend="torch")
+    # fp32 reference on the same (rounded) inputs; LSH hashes in the input's dtype, so it keeps it
+    keep = isinstance(pattern, LSH)
+    ins32 = [(t.detach() if keep else t.detach().float()).requires_grad_(True) for t in ins]
+    q32, v32 = ins32[0], ins32[-1]
+    k32 = q32 if shared else ins32[1]
+    ref = attend(q32, k32, v32, pattern, padding_mask=padding, global_mask=global_mask, backend="reference")
+    go = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    res = {"nan": bool(out.isnan().any()), "dtype_ok": out.dtype == q.dtype, "shape_ok": out.shape == q.shape}
+    pairs = [("out", out, fast, ref)]
+    for i, (g, gf, gr) in enumerate(
+        zip(
+            _grads(out, ins, go.to(out.dtype)),
+            _grads(fast, ins, go.to(fast.dtype)),
+            _grads(ref, ins32, go.to(ref.dtype)),
+            strict=True,
+        )
+    ):
+        pairs.append((f"grad{i}", g, gf, gr))
+        res["nan"] |= bool(g.isnan().any())
+    for key, got, torch_fast, want in pairs:
+        want = want.float()
+        scale = want.norm().clamp_min(1e-12)
+        res[key] = [
+            ((got.float() - want).norm() / scale).item(),
+            ((torch_fast.float() - want).norm() / scale).item(),
+        ]
+    res["padded_rows_zero"] = bool((out.detach()[~padding[:, None, :].expand_as(out[..., 0])] == 0).all())
+    return res
+
+
+def _run_half(part: int) -> dict:
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), str(part)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode:
+        raise RuntimeError(f"interpreter run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    with ThreadPoolExecutor(2) as pool:
+        halves = list(pool.map(_run_half, (0, 1)))
+    return {**halves[0], **halves[1]}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernel_matches_reference(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    assert not res["nan"]
+    assert res["dtype_ok"] and res["shape_ok"]
+    assert res["padded_rows_zero"]
+    dtype = CASES[name][1].get("dtype", "float32")
+    for key in [k for k in res if k == "out" or k.startswith("grad")]:  # relative Frobenius errors
+        err, torch_err = res[key]
+        if dtype == "float32":
+            assert err <= 1e-5, (key, err)
+        else:  # the flash-attention rule: at most twice the error of the same precision in PyTorch
+            assert err <= 2 * torch_err + 1e-4, (key, err, torch_err)
+
+
+def test_gpu_backend_on_cpu_raises() -> None:
+    q = torch.randn(1, 1, 8, 16)
+    with pytest.raises(ValueError, match="gpu"):
+        attend(q, q, q, SlidingWindow(2), backend="gpu")
+
+
+def test_transposed_list_counts_repeats() -> None:
+    from longseq.attention.kernels.listed import Plan, Tiling
+
+    t = Tiling.of(16)
+    klist = torch.tensor([[[0, 1, 1], [2, 3, 0], [3, 3, 3]]], dtype=torch.int32)  # 3 = null (3 key tiles)
+    plan = Plan(torch.arange(3, dtype=torch.int32)[None], klist, t, t, n_ktiles=3)
+    start, count, items = plan.transposed()
+    assert count.tolist() == [[2, 2, 1]]
+    lists = [items[0, s : s + c].tolist() for s, c in zip(start[0].tolist(), count[0].tolist(), strict=True)]
+    assert lists == [[0, 1], [0, 0], [1]]
+
+
+def _patch_interpreter() -> None:
+    """Triton 3.6's interpreter calls int() on 1-element arrays (loop bounds read at run time), which
+    numpy >= 2.4 refuses; read the element instead."""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_longseq", False):
+        return
+
+    def patched(tensor, scope) -> None:
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._longseq = True  # type: ignore[attr-defined]
+    interpreter._patch_lang_tensor = patched
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run through pytest (it sets TRITON_INTERPRET=1)"
+    torch.set_num_threads(1)
+    _patch_interpreter()
+    part = int(sys.argv[1])
+    out = {}
+    for i, case in enumerate(sorted(CASES)):
+        if i % 2 == part:
+            try:
+                t0 = time.perf_counter()
+                out[case] = _check(case)
+                out[case]["seconds"] = round(time.perf_counter() - t0, 2)
+            except Exception as ex:  # reported by the test of that case
+                out[case] = {"error": f"{type(ex).__name__}: {ex}"}
+    print(json.dumps(out))
