@@ -52,7 +52,7 @@ class CompareConfig:
     ffn: int = 128
     dropout: float = 0.1
     # training budget, the same for every model
-    steps: int = 500
+    steps: int = 400
     warmup: int = 50
     batch_size: int = 32
     lr: float = 2e-3

@@ -261,13 +261,15 @@ def listed_attention(
     every query sees, xval (B, 1 | H, G) int8. Returns out (B, H, Nq, d) in q's dtype, or
     (B, H, W * BLOCK_M, d) float32 partial results for a split plan, and lse (B, H, rows) float32.
     """
-    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+    # one dtype for the kernel's dot products (under autocast a normalisation may come back in fp32)
+    q, k, v = _unit_last(q), _unit_last(k.to(q.dtype)), _unit_last(v.to(q.dtype))
     kval = kval.contiguous()
     qval = None if qval is None else qval.contiguous()
     pos = None if pos is None else pos.contiguous()
     kx = vx = xval = None
     if extra is not None:
-        kx, vx, xval = _unit_last(extra[0]), _unit_last(extra[1]), extra[2].contiguous()
+        kx, vx = _unit_last(extra[0].to(q.dtype)), _unit_last(extra[1].to(q.dtype))
+        xval = extra[2].contiguous()
     return _ListedAttention.apply(q, k, v, kx, vx, plan, kval, qval, pos, xval, scale)
 
 
