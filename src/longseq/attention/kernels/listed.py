@@ -59,6 +59,8 @@ class Plan:
     no_self: bool = False
     covers_all: bool = True  # every query tile is some work item's (else dQ starts from zeros)
     _transposed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _split_rows: dict = field(default_factory=dict, repr=False)  # nq -> (dst rows, src rows) of _sum_split
+    _consts: dict = field(default_factory=dict, repr=False)  # (d, dtype) -> constexprs + launch options
 
     def transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For each key tile, the work items listing it: (t_start, t_count) (Hl, n_ktiles), t_list."""
@@ -109,24 +111,32 @@ def _launch_opts(d: int, block_m: int, block_n: int) -> dict:
 
 
 def _consts(plan: Plan, d: int, dtype: torch.dtype) -> dict:
-    qt, kt = plan.qtiles, plan.ktiles
-    return dict(
-        D=d,
-        BLOCK_D=max(16, _pow2(d)),
-        BLOCK_M=qt.block,
-        BLOCK_N=kt.block,
-        QS=qt.stride,
-        QSUB=qt.sub,
-        NQSUB=qt.nsub,
-        KS=kt.stride,
-        KSUB=kt.sub,
-        NKSUB=kt.nsub,
-        WINDOW=plan.window is not None,
-        CAUSAL=plan.causal,
-        NO_SELF=plan.no_self,
-        PREC="ieee" if dtype == torch.float32 else "tf32",
-        UPCAST=_INTERPRET and dtype == torch.bfloat16,
-    )
+    """The kernels' constexprs and launch options for this plan, head_dim and dtype (cached on the plan)."""
+    key = (d, dtype, tuple(sorted(LAUNCH.items())))
+    c = plan._consts.get(key)
+    if c is None:
+        qt, kt = plan.qtiles, plan.ktiles
+        c = dict(
+            D=d,
+            BLOCK_D=max(16, _pow2(d)),
+            BLOCK_M=qt.block,
+            BLOCK_N=kt.block,
+            QS=qt.stride,
+            QSUB=qt.sub,
+            NQSUB=qt.nsub,
+            KS=kt.stride,
+            KSUB=kt.sub,
+            NKSUB=kt.nsub,
+            WINDOW=plan.window is not None,
+            CAUSAL=plan.causal,
+            NO_SELF=plan.no_self,
+            PREC="ieee" if dtype == torch.float32 else "tf32",
+            UPCAST=_INTERPRET and dtype == torch.bfloat16,
+            SPLIT=plan.split,
+            **_launch_opts(d, qt.block, kt.block),
+        )
+        plan._consts[key] = c
+    return c
 
 
 class _ListedAttention(torch.autograd.Function):
@@ -159,8 +169,7 @@ class _ListedAttention(torch.autograd.Function):
             *_strides_bh(kval), *_strides_bh(qval), *_strides_bh(pos),
             *_strides4(xk), *_strides4(xv), *_strides_bh(xval if has_x else None),
             w if hl > 1 else 0, w * wd if hl > 1 else 0,
-            HAS_POS=pos is not None, HAS_QVAL=qval is not None, HAS_X=has_x, SPLIT=plan.split,
-            **c, **_launch_opts(d, c["BLOCK_M"], c["BLOCK_N"]),
+            HAS_POS=pos is not None, HAS_QVAL=qval is not None, HAS_X=has_x, **c,
         )  # fmt: skip
         ctx.plan, ctx.scale, ctx.has_x = plan, scale, has_x
         ctx.save_for_backward(q, k, v, kx, vx, o, lse, kval, pos, xval)
@@ -181,11 +190,10 @@ class _ListedAttention(torch.autograd.Function):
         if dlse is not None:
             dlse = dlse.reshape(b * h, no).float().contiguous()
         c = _consts(plan, d, q.dtype)
-        opts = _launch_opts(d, c["BLOCK_M"], c["BLOCK_N"])
         hl = plan.w_qt.shape[0]
         wd = plan.klist.shape[2]
         s_wh, s_lh = (w if hl > 1 else 0), (w * wd if hl > 1 else 0)
-        common = dict(HAS_POS=pos is not None, SPLIT=plan.split, **c, **opts)
+        common = dict(HAS_POS=pos is not None, **c)
         dummy = kval
 
         if plan.split:
@@ -229,16 +237,20 @@ class _ListedAttention(torch.autograd.Function):
 
 def _sum_split(buf: torch.Tensor, plan: Plan, nq: int) -> torch.Tensor:
     """Partial dQ per work item (b, h, W * BLOCK_M, d) -> dQ (b, h, nq, d), summed over work items."""
-    t = plan.qtiles
-    assert plan.w_qt.shape[0] == 1, "split plans share one list across heads"
-    offs = torch.arange(t.block, device=buf.device)
-    qt = plan.w_qt[0].long()[:, None]
-    u = qt % t.nsub
-    rows = (qt // t.nsub) * t.stride + u * t.sub + offs  # (W, BLOCK_M)
-    ok = (offs < t.sub) & (u * t.sub + offs < t.stride) & (rows < nq)
+    rows = plan._split_rows.get(nq)
+    if rows is None:  # built once per plan and length (the boolean selection syncs)
+        t = plan.qtiles
+        assert plan.w_qt.shape[0] == 1, "split plans share one list across heads"
+        offs = torch.arange(t.block, device=buf.device)
+        qt = plan.w_qt[0].long()[:, None]
+        u = qt % t.nsub
+        dst = (qt // t.nsub) * t.stride + u * t.sub + offs  # (W, BLOCK_M)
+        ok = ((offs < t.sub) & (u * t.sub + offs < t.stride) & (dst < nq)).flatten()
+        src = torch.arange(ok.numel(), device=buf.device)
+        rows = plan._split_rows[nq] = (dst.flatten()[ok].contiguous(), src[ok].contiguous())
+    dst, src = rows
     out = buf.new_zeros(buf.shape[0], buf.shape[1], nq, buf.shape[-1])
-    flat_ok = ok.flatten()
-    return out.index_add_(2, rows.flatten()[flat_ok], buf[:, :, flat_ok])
+    return out.index_add_(2, dst, buf.index_select(2, src))
 
 
 def listed_attention(
@@ -273,19 +285,23 @@ def listed_attention(
     return _ListedAttention.apply(q, k, v, kx, vx, plan, kval, qval, pos, xval, scale)
 
 
-def merge_lse(outs: torch.Tensor, lses: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_lse(
+    outs: torch.Tensor, lses: torch.Tensor, dim: int, want_lse: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Combine partial softmax results along `dim` by log-sum-exp (parts that saw nothing weigh 0).
 
-    outs (..., P, ..., d), lses of the same shape without d. Returns (out, lse) with `dim` removed.
+    outs (..., P, ..., d), lses of the same shape without d. Returns (out, lse) with `dim` removed
+    (lse None unless `want_lse`). The weights are exp(lse - max): the largest is 1, so their sum is 0
+    (nothing seen: out 0, lse -inf) or at least 1, and clamping it at 1 only touches unseen rows.
     """
-    m = lses.detach().amax(dim, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    m = torch.nan_to_num(lses.detach().amax(dim, keepdim=True), neginf=0.0)
     wts = torch.exp(lses - m)
-    denom = wts.sum(dim, keepdim=True)
-    seen = denom > 0
-    safe = torch.where(seen, denom, torch.ones_like(denom))
-    out = (outs * (wts / safe).unsqueeze(-1)).sum(dim)
-    lse = torch.where(seen, m + torch.log(safe), torch.full_like(m, float("-inf"))).squeeze(dim)
+    total = wts.sum(dim, keepdim=True)
+    denom = total.clamp_min(1.0)
+    out = (outs * (wts / denom).unsqueeze(-1)).sum(dim)
+    if not want_lse:
+        return out, None
+    lse = torch.where(total.detach() > 0, m + torch.log(denom), float("-inf")).squeeze(dim)
     return out, lse
 
 

@@ -44,22 +44,39 @@ def _qval(padding: torch.Tensor | None) -> torch.Tensor | None:
     return None if padding is None else _i8(padding)[:, None]  # (b, 1, n)
 
 
+_ONES: dict[tuple, torch.Tensor] = {}
+
+
+def _kval(padding: torch.Tensor | None, b: int, n: int, device: torch.device) -> torch.Tensor:
+    """(b, 1, n) int8 of the real keys; without padding a cached ones vector (the kernels only read it)."""
+    if padding is not None:
+        return _i8(padding)[:, None]
+    key = (b, n, device)
+    ones = _ONES.get(key)
+    if ones is None:
+        if len(_ONES) > 64:
+            _ONES.clear()
+        ones = _ONES[key] = torch.ones(b, 1, n, dtype=torch.int8, device=device)
+    return ones
+
+
 def _everything(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    real: torch.Tensor,
+    kval: torch.Tensor,
     qval: torch.Tensor | None,
     scale: float,
 ) -> torch.Tensor:
-    """Queries q (b, h, m, d) over every real key of k, v (b, h, n, d): split over keys, merged by LSE."""
+    """Queries q (b, h, m, d) over every real key (kval (b, 1, n) int8) of k, v (b, h, n, d): split
+    over keys, merged by LSE."""
     b, h, m, d = q.shape
     plan = split_plan(m, k.shape[2], q.device, SPLIT_BLOCK)
-    parts, lses = listed_attention(q, k, v, plan, _i8(real)[:, None], scale, qval=qval)
+    parts, lses = listed_attention(q, k, v, plan, kval, scale, qval=qval)
     nqt = plan.qtiles.count(m)
     nseg = plan.w_qt.shape[1] // nqt
     parts = parts.view(b, h, nqt, nseg, SPLIT_BLOCK, d)
-    out, _ = merge_lse(parts, lses.view(b, h, nqt, nseg, SPLIT_BLOCK), dim=3)
+    out, _ = merge_lse(parts, lses.view(b, h, nqt, nseg, SPLIT_BLOCK), dim=3, want_lse=False)
     return out.flatten(2, 3)[:, :, :m].to(q.dtype)
 
 
@@ -71,7 +88,7 @@ def _window(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    key_ok: torch.Tensor,
+    key_ok: torch.Tensor | None,
     padding: torch.Tensor | None,
     half: int,
     dilation: int,
@@ -79,14 +96,16 @@ def _window(
     extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     scale: float,
 ) -> torch.Tensor:
-    """q, k, v (b, h, n, d); key_ok (b, n). Window over each residue class modulo `dilation`."""
+    """q, k, v (b, h, n, d); key_ok (b, n) or None (every key). Window over each residue class modulo
+    `dilation`."""
     b, h, n, d = q.shape
     if dilation == 1:
         plan = window_plan(n, half, causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
-        out, _ = listed_attention(
-            q, k, v, plan, _i8(key_ok)[:, None], scale, qval=_qval(padding), extra=extra
-        )
+        kval = _kval(key_ok, b, n, q.device)
+        out, _ = listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding), extra=extra)
         return out
+    if key_ok is None:
+        key_ok = real_keys(None, b, n, q.device)
     m = -(-n // dilation)
 
     def split(x: torch.Tensor) -> torch.Tensor:  # (b, h, n, d) -> (b, h * dilation, m, d), class-major
@@ -123,14 +142,13 @@ def sliding_window_gpu(
 ) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, d = q.shape
-    real = real_keys(padding, b, n, q.device)
-    key_ok = real
+    key_ok = padding
     extra = None
     if glob is not None:
         gidx, gused = _global_index(glob)  # (b, G)
         take = gidx[:, None, :, None].expand(-1, h, -1, d)
         extra = (k.gather(2, take), v.gather(2, take), _i8(gused)[:, None])  # every query sees them
-        key_ok = real & ~glob  # ... once: not again as window keys
+        key_ok = ~glob if padding is None else padding & ~glob  # ... once: not again as window keys
     dilations = pattern.dilations(h)
     groups: dict[int, list[int]] = {}
     for head, dil in enumerate(dilations):
@@ -151,7 +169,7 @@ def sliding_window_gpu(
         out = torch.cat(outs, dim=1)[:, inverse]
     if glob is not None:
         qg = q.gather(2, take)  # global queries see every real key
-        og = _everything(qg, k, v, real, None, scale)
+        og = _everything(qg, k, v, _kval(padding, b, n, q.device), None, scale)
         og = torch.where(gused[:, None, :, None], og, out.gather(2, take))  # unused slots keep theirs
         out = out.scatter(2, take, og)
     return out
@@ -207,12 +225,12 @@ def block_sparse_gpu(
         plan = cached(
             ("bigbird", pattern, n, h, str(q.device)), lambda: _bigbird_plan(pattern, n, h, q.device)
         )
-    real = real_keys(padding, b, n, q.device)
-    om, _ = listed_attention(q, k, v, plan, _i8(real)[:, None], scale, qval=_qval(padding))
+    kval = _kval(padding, b, n, q.device)
+    om, _ = listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding))
     last = (nb - 1) * bs
     qg = torch.cat([q[:, :, :bs], q[:, :, last:]], dim=2)  # the two global query blocks
     qval = None if padding is None else _i8(torch.cat([padding[:, :bs], padding[:, last:]], 1))[:, None]
-    og = _everything(qg, k, v, real, qval, scale)
+    og = _everything(qg, k, v, kval, qval, scale)
     return torch.cat([og[:, :, :bs], om[:, :, bs:last], og[:, :, bs:]], dim=2)
 
 
@@ -234,8 +252,7 @@ def local_chunks_gpu(
     if n <= c:
         return dense_attention(q, k, v, pattern.causal, padding, scale)
     plan = cyclic_plan(n, c, pattern.chunks_before, pattern.chunks_after, pattern.causal, False, q.device)
-    real = real_keys(padding, b, n, q.device)
-    out, _ = listed_attention(q, k, v, plan, _i8(real)[:, None], scale, qval=_qval(padding))
+    out, _ = listed_attention(q, k, v, plan, _kval(padding, b, n, q.device), scale, qval=_qval(padding))
     return out
 
 
