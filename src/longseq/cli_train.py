@@ -56,7 +56,13 @@ def add_parsers(sub: Any, examples: str) -> None:
     cmp.set_defaults(func=_compare)
 
     train = sub.add_parser("train", help="train one model on a built-in task", epilog=examples)
-    train.add_argument("--family", choices=MODELS, required=True)
+    train.add_argument("--family", choices=MODELS, help="a fresh model of this family (built-in tasks)")
+    train.add_argument("--model", help="fine-tune this model folder (with --data)")
+    train.add_argument("--data", help="classification file to train on: JSONL, CSV or TSV (text, label)")
+    train.add_argument("--eval-data", help="classification file to evaluate on, same format")
+    train.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
+    train.add_argument("--text-field", default="text")
+    train.add_argument("--label-field", default="label")
     train.add_argument("--task", choices=TASKS, default="listops")
     train.add_argument("--preset", choices=sorted(PRESETS), default="default")
     train.add_argument("--output", default="runs/train", help="output folder (checkpoints, log, final/)")
@@ -74,6 +80,10 @@ def add_parsers(sub: Any, examples: str) -> None:
     )
     ev.add_argument("--model", required=True, help="model folder (from train, or any longseq / HF folder)")
     ev.add_argument("--task", choices=TASKS, default="listops")
+    ev.add_argument("--data", help="a classification file (JSONL / CSV / TSV) instead of a built-in task")
+    ev.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
+    ev.add_argument("--text-field", default="text")
+    ev.add_argument("--label-field", default="label")
     ev.add_argument("--preset", choices=sorted(PRESETS), default="default")
     _add_fields(ev, CompareConfig, _SKIP | {"sweep_lengths"})
     ev.set_defaults(func=_evaluate)
@@ -95,14 +105,76 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if report["results"] else 1
 
 
+def _user_data(args: argparse.Namespace, label_names: list[str] | None = None) -> tuple[Any, Any, Any]:
+    """(tokenizer, encoded datasets for --data and --eval-data, collate) for classification files."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from .data import collate, load_classification
+    from .models import AutoModel
+    from .pipelines import max_tokens
+    from .tokenization import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token: batches cannot be padded")
+    config = AutoModel.class_for(_read_config(args.model)).config_class.from_pretrained(args.model)
+    limit = max_tokens(SimpleNamespace(config=config), tokenizer)
+    files = [args.data] + ([args.eval_data] if getattr(args, "eval_data", None) else [])
+    encoded = []
+    for path in files:
+        data = load_classification(path, label_names, args.text_field, args.label_field)
+        label_names = data.label_names
+        ids = [tokenizer(t, truncation=True, max_length=limit)["input_ids"] for t in data.texts]
+        cut = sum(len(tokenizer(t)["input_ids"]) > limit for t in data.texts)
+        if cut:
+            warnings.warn(f"{path}: {cut} texts were cut to the model's {limit} tokens", stacklevel=2)
+        encoded.append([(torch.tensor(i), y) for i, y in zip(ids, data.labels, strict=True)])
+    return tokenizer, (encoded, label_names), partial(collate, pad_id=tokenizer.pad_token_id)
+
+
+def _read_config(folder: str) -> dict:
+    from .checkpoints import read_config
+
+    return read_config(folder)
+
+
+def _classifier(folder: str, label_names: list[str]) -> torch.nn.Module:
+    """The folder's model with a sequence-classification head for these labels (fresh if absent)."""
+    from .models import AutoModel
+
+    config = _read_config(folder)
+    base = AutoModel.class_for({**config, "architectures": None})
+    module = __import__(base.__module__, fromlist=["_"])
+    name = (
+        base.__name__.replace("ModelWithLMHead", "Model").removesuffix("Model") + "ForSequenceClassification"
+    )
+    if not hasattr(module, name):
+        raise ValueError(f"{config.get('model_type')} has no sequence-classification head")
+    id2label = dict(enumerate(label_names))
+    label2id = {v: k for k, v in id2label.items()}
+    return getattr(module, name).from_pretrained(
+        folder, allow_new_head=True, id2label=id2label, label2id=label2id
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from .data import collate
     from .training.metrics import classification_metrics
 
     c = _config(args, args.output)
-    splits, vocab = load_task(c)
-    torch.manual_seed(c.seed)
-    model = build_model(args.family, c, vocab, c.max_length + 2)
+    if (args.family is None) == (args.model is None):
+        raise ValueError("give --family (a fresh model on a built-in task) or --model with --data")
+    if args.model is not None:
+        if not args.data:
+            raise ValueError("--model needs --data (a classification file to fine-tune on)")
+        tokenizer, (encoded, names), collate = _user_data(args)
+        splits = {"train": encoded[0], "valid": encoded[1] if len(encoded) > 1 else None}
+        model = _classifier(args.model, names)
+    else:
+        splits, vocab = load_task(c)
+        torch.manual_seed(c.seed)
+        model = build_model(args.family, c, vocab, c.max_length + 2)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = c.precision if c.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
     config = TrainConfig(
@@ -127,6 +199,10 @@ def _train(args: argparse.Namespace) -> int:
         trainer.resume()
     result = trainer.train()
     trainer.save_pretrained(Path(args.output) / "final")
+    if args.model is not None:
+        from .convert import copy_tokenizer
+
+        copy_tokenizer(Path(args.tokenizer or args.model), Path(args.output) / "final")
     print(json.dumps({"step": trainer.step, **result, "saved": str(Path(args.output) / "final")}))
     return 0
 
@@ -136,9 +212,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .models import AutoModel
 
     c = _config(args, "runs/evaluate")
-    splits, _ = load_task(c)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModel.from_pretrained(args.model, device=device)
+    if args.data:
+        names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+        _, (encoded, _), collate_fn = _user_data(args, names)
+        result = evaluate_split(model, encoded[0], c, device, collate_fn)
+        print(json.dumps({"model": args.model, "data": args.data, **result}))
+        return 0
+    splits, _ = load_task(c)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         result = evaluate_split(model, splits["test"], c, device)

@@ -242,13 +242,15 @@ def _step_cost(
     return ms, mib
 
 
-def _evaluate(model: torch.nn.Module, data: Any, c: CompareConfig, device: torch.device) -> dict[str, Any]:
+def _evaluate(
+    model: torch.nn.Module, data: Any, c: CompareConfig, device: torch.device, collate_fn: Any = collate
+) -> dict[str, Any]:
     """Accuracy on `data`, overall and by length (4 equal-count buckets), and inference latency."""
     model.eval()
     right, lengths, latency = [], [], []
     with torch.no_grad():
         for start in range(0, len(data), c.batch_size):
-            batch = collate([data[i] for i in range(start, min(start + c.batch_size, len(data)))])
+            batch = collate_fn([data[i] for i in range(start, min(start + c.batch_size, len(data)))])
             batch = {k: v.to(device) for k, v in batch.items()}
             _sync(device)
             t0 = time.perf_counter()

@@ -111,7 +111,7 @@ def to_long(
     dst = Path(dst_folder)
     save_state_dict(out, dst)
     write_config(config, dst)
-    _copy_tokenizer(Path(src_folder), dst, max_length)
+    copy_tokenizer(Path(src_folder), dst, max_length)
     return dst
 
 
@@ -153,14 +153,16 @@ def _repeat_positions(old: torch.Tensor, old_offset: int, new_offset: int, rows:
     return new
 
 
-def _copy_tokenizer(src: Path, dst: Path, max_length: int) -> None:
+def copy_tokenizer(src: Path, dst: Path, max_length: int | None = None) -> None:
+    """Copy a model folder's tokenizer files into `dst` (setting model_max_length when given)."""
     for name in _TOKENIZER_FILES:
         if (src / name).exists():
             shutil.copyfile(src / name, dst / name)
     config_path = src / "tokenizer_config.json"
     if config_path.exists():
         tok = json.loads(config_path.read_text())
-        tok["model_max_length"] = max_length
+        if max_length is not None:
+            tok["model_max_length"] = max_length
         tmp = dst / "tokenizer_config.json.tmp"
         tmp.write_text(json.dumps(tok, indent=2))
         tmp.replace(dst / "tokenizer_config.json")

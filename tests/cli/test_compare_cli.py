@@ -61,3 +61,55 @@ def test_bad_input_exits_nonzero_with_one_line(argv, needle, capsys, tmp_path) -
     assert main([*argv, *([] if argv[0] == "evaluate" else ["--output", str(tmp_path / "x")])]) != 0
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_fine_tune_a_pretrained_folder_on_a_jsonl_file(tmp_path, capsys) -> None:
+    """train --model FOLDER --data train.jsonl: a fresh classification head on a pretrained body."""
+    import random
+
+    import torch
+    import transformers
+    from tokenizers import ByteLevelBPETokenizer
+
+    import longseq
+
+    words = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "night"]
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(64)]
+    folder = tmp_path / "pretrained"
+    folder.mkdir()
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=120, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    config = transformers.LongformerConfig(
+        vocab_size=bpe.get_vocab_size(), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=20, attention_window=8, max_position_embeddings=40,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.LongformerForMaskedLM(config).save_pretrained(folder)
+    rows = [{"text": t, "label": "river" if "river" in t else "none"} for t in texts]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:48]))
+    (tmp_path / "valid.jsonl").write_text("\n".join(json.dumps(r) for r in rows[48:]))
+    out = tmp_path / "ft"
+    argv = ["train", "--model", str(folder), "--data", str(tmp_path / "train.jsonl")]
+    argv += [
+        "--eval-data",
+        str(tmp_path / "valid.jsonl"),
+        "--steps",
+        "4",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "8",
+    ]
+    with pytest.warns(UserWarning, match="cut to the model's 38 tokens"):
+        assert main([*argv, "--eval-every", "2", "--output", str(out)]) == 0
+    model = longseq.AutoModel.from_pretrained(out / "final")
+    assert type(model).__name__ == "LongformerForSequenceClassification"
+    assert model.config.id2label == {0: "none", 1: "river"}
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out / "final"), "--data", str(tmp_path / "valid.jsonl")]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] <= 1
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "alpha", "label": "ocean"}))
+    assert main(["evaluate", "--model", str(out / "final"), "--data", str(tmp_path / "bad.jsonl")]) != 0
+    assert "bad.jsonl:1" in capsys.readouterr().err

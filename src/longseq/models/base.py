@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -104,11 +105,28 @@ class LongseqPreTrainedModel(nn.Module):
             state[decoder] = state[lm].clone()
         return state
 
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a state dict with Hugging Face's key names; a clear error lists missing / unexpected keys."""
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor], allow_new_head: bool = False) -> None:
+        """Load a state dict with Hugging Face's key names; a clear error lists missing / unexpected keys.
+
+        `allow_new_head`: a task head missing from the checkpoint keeps its fresh initialisation and
+        another head's weights in the checkpoint are left out, both named in a warning (fine-tuning a
+        pretrained base model, as Hugging Face's "newly initialized" path).
+        """
         expected = self.hf_state_dict(for_saving=False)
         state = match_prefix(apply_legacy_renames(state), self.base_model_prefix, expected)
         state = self.hf_load_fixups(state)
+        new: list[str] = []
+        if allow_new_head:
+            base = self.base_model_prefix + "."
+            new = sorted(k for k in expected if not k.startswith(base) and k not in state)
+            dropped = sorted(k for k in state if not k.startswith(base) and k not in expected)
+            if new or dropped:
+                warnings.warn(
+                    f"new task head, initialised fresh: {new}; checkpoint head weights left out: {dropped}",
+                    stacklevel=3,
+                )
+            state = {k: v for k, v in state.items() if k not in dropped}
+            expected = {k: v for k, v in expected.items() if k not in new}
         tied_hf = (
             set(to_hf_keys(dict.fromkeys(self.tied_keys), self.key_table))
             if self.ties_embeddings()
@@ -118,7 +136,7 @@ class LongseqPreTrainedModel(nn.Module):
         check_keys(expected, state, HF_IGNORED_UNEXPECTED, ignorable_missing=self.ignorable_missing)
         check_shapes(expected, state)
         state = {k: v for k, v in state.items() if k in expected}
-        missing_ok = {k for k in expected if k not in state}
+        missing_ok = {k for k in expected if k not in state} | set(new)
         ours = from_hf_keys(state, self.key_table, strict=True)
         result = self.load_state_dict(ours, strict=False)
         left = {k for k in result.missing_keys if k not in self.tied_keys}
@@ -142,15 +160,17 @@ class LongseqPreTrainedModel(nn.Module):
         """Load a Hugging Face-format folder (config.json + safetensors or .bin weights).
 
         `dtype`: the parameters' dtype (default float32; "auto" takes the config's `dtype`).
-        `config_overrides`: config fields to change before the model is built.
+        `config_overrides`: config fields to change before the model is built (e.g. num_labels);
+        `allow_new_head=True` lets a task head absent from the checkpoint start fresh (fine-tuning).
         """
+        allow_new_head = bool(config_overrides.pop("allow_new_head", False))
         config = cls.config_class.from_pretrained(folder)
         for key, value in config_overrides.items():
             if not hasattr(config, key):
                 raise ValueError(f"{cls.config_class.__name__} has no field {key!r}")
             setattr(config, key, value)
         model = cls(config)
-        model.load_hf_state_dict(load_state_dict(folder))
+        model.load_hf_state_dict(load_state_dict(folder), allow_new_head=allow_new_head)
         model.eval()
         if dtype == "auto":
             dtype = getattr(torch, config.dtype) if config.dtype else None
