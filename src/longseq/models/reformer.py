@@ -159,13 +159,13 @@ class _ReformerPreTrained(LongseqPreTrainedModel):
             elif isinstance(module, ReformerLMHead):
                 nn.init.zeros_(module.bias)
 
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def hf_load_fixups(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # transformers 4.x saved the LM bias twice (lm_head.decoder.bias was tied to lm_head.bias)
-        state = dict(state)
+        state = dict(super().hf_load_fixups(state))
         old_bias = state.pop("lm_head.decoder.bias", None)
         if old_bias is not None:
             state.setdefault("lm_head.bias", old_bias)
-        super().load_hf_state_dict(state)
+        return state
 
 
 def _resolve(value: Any, default: Any) -> Any:
