@@ -16,7 +16,7 @@ from ._common import masked_softmax, pad_seq, real_keys
 from .patterns import SlidingWindow
 
 
-def _global_index(glob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def global_index(glob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions of global tokens per row, (batch, G), and which of the G slots are used.
 
     G, the largest number of global tokens in a row, sizes tensors, so it is read on the host: the
@@ -144,7 +144,7 @@ def sliding_window_attention(
     extra = None
     key_ok = real
     if glob is not None:
-        gidx, gused = _global_index(glob)  # (b, G)
+        gidx, gused = global_index(glob)  # (b, G)
         take = gidx[:, None, :, None]
         kx = k.gather(2, take.expand(-1, h, -1, k.shape[-1]))  # (b, h, G, d)
         vx = v.gather(2, take.expand(-1, h, -1, v.shape[-1]))

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..attention import Dense, SlidingWindow, attend
+from ..attention.sliding_window import global_index
 from .base import LongseqPreTrainedModel, finish_output, input_shape
 from .configs import LongformerConfig
 from .encoder import (
@@ -83,12 +84,9 @@ class LongformerSelfAttention(nn.Module):
         """Global queries (query_global) over every real key (key_global, value_global)."""
         b, h, n, d = out.shape
         glob = glob & padding
-        counts = glob.sum(1)
-        g = int(counts.max())  # sizes the gather: one host read per layer, as in the attention core
-        if g == 0:
+        idx, used = global_index(glob)  # (b, G): one host read per layer, as in the attention core
+        if idx.shape[1] == 0:
             return out
-        idx = torch.sort((~glob).to(torch.uint8), dim=1, stable=True).indices[:, :g]  # (b, G)
-        used = torch.arange(g, device=x.device)[None] < counts[:, None]
         xg = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # (b, G, hidden)
         qg = split_heads(self.query_global(xg), h)  # (b, h, G, d)
         kg, vg = split_heads(self.key_global(x), h), split_heads(self.value_global(x), h)

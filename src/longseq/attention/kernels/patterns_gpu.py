@@ -19,7 +19,7 @@ from .._common import len_norm, pad_seq, real_keys
 from ..dense import dense_attention
 from ..lsh import _dense_lsh, _self_fallback, sorted_positions
 from ..patterns import LSH, BlockSparse, LocalChunks, SlidingWindow
-from ..sliding_window import _global_index
+from ..sliding_window import global_index
 from .listed import (
     Plan,
     Tiling,
@@ -145,7 +145,7 @@ def sliding_window_gpu(
     key_ok = padding
     extra = None
     if glob is not None:
-        gidx, gused = _global_index(glob)  # (b, G)
+        gidx, gused = global_index(glob)  # (b, G)
         take = gidx[:, None, :, None].expand(-1, h, -1, d)
         extra = (k.gather(2, take), v.gather(2, take), _i8(gused)[:, None])  # every query sees them
         key_ok = ~glob if padding is None else padding & ~glob  # ... once: not again as window keys
