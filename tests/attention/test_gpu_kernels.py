@@ -31,6 +31,9 @@ CASES: dict[str, tuple] = {
     "window_wide_global_d32": (SlidingWindow(100), {"n": 150, "d": 32, "h": 1, "glob": True}),
     "window_causal_dilated_global": (SlidingWindow(10, dilation=2, causal=True), {"n": 97, "glob": True}),
     "window_per_head_dilation_global": (SlidingWindow(6, dilation=(1, 3)), {"n": 91, "glob": True}),
+    "window_causal_global": (SlidingWindow(10, causal=True), {"n": 97, "glob": True}),
+    "window_many_global": (SlidingWindow(8), {"n": 150, "h": 1, "glob": 70}),
+    "window_many_global_dilated": (SlidingWindow(8, dilation=2), {"n": 150, "h": 1, "glob": 70}),
     "window_bf16": (SlidingWindow(16), {"n": 120, "dtype": "bfloat16", "glob": True}),
     "window_fp16_d24": (SlidingWindow(12, causal=True), {"n": 75, "d": 24, "dtype": "float16"}),
     "block_sparse": (BlockSparse(16, 1, seed=3), {"n": 123}),
@@ -61,9 +64,11 @@ def _inputs(pattern, n=100, d=16, h=2, b=2, pad="empty_row", glob=False, dtype="
     lengths = {"some": [n - 7, n - 1], "none": [n, n], "empty_row": [n - 7, 0]}[pad][:b]
     padding = torch.arange(n)[None] < torch.tensor(lengths)[:, None]
     global_mask = None
-    if glob:
+    if glob:  # True: two global tokens; an int: that many, spread (more than a tile of them)
         global_mask = torch.zeros(b, n, dtype=torch.bool)
-        global_mask[:, [0, n // 3]] = True
+        spots = [0, n // 3] if glob is True else torch.arange(0, n, 2)[:glob].tolist()
+        global_mask[:, spots] = True
+        global_mask[0, 1] = True  # rows with different numbers of global tokens
         global_mask[-1, n - 1] = True  # a padded token marked global is not global
     return q, k, v, padding, global_mask
 

@@ -388,20 +388,26 @@ def test_round_trip_to_hf(cls: str, tmp_path) -> None:
     assert max_diff(theirs, mine) <= TOL
 
 
-def test_loads_transformers_4_lm_bias_key(tmp_path) -> None:
-    """transformers 4.x also saved lm_head.decoder.bias (an alias of lm_head.bias): it loads."""
+def test_lm_bias_keys_of_every_transformers_version(tmp_path) -> None:
+    """4.x (lm_head.decoder.bias, tied to lm_head.bias) and >= 5.24 add the decoder bias; 5.23 files
+    have no decoder bias and add none: they load with a zero one."""
     _, ours = build("ReformerForMaskedLM", tmp_path)
     ours.save_pretrained(tmp_path / "ours")
     state = load_state_dict(tmp_path / "ours")
-    state["lm_head.decoder.bias"] = state.pop("lm_head.bias") + 1
-    save_state_dict(state, tmp_path / "ours")
-    again = ls.ReformerForMaskedLM.from_pretrained(tmp_path / "ours")
-    assert torch.equal(again.lm_head.bias, state["lm_head.decoder.bias"])
     ids = torch.randint(1, 50, (1, 9))
+    v4 = dict(state)
+    v4["lm_head.decoder.bias"] = v4.pop("lm_head.bias") + 1  # 4.x: the alias alone
+    save_state_dict(v4, tmp_path / "ours")
+    again = ls.ReformerForMaskedLM.from_pretrained(tmp_path / "ours")
+    assert torch.equal(again.lm_head.bias, v4["lm_head.decoder.bias"])
+    assert torch.equal(again.lm_head.decoder.bias, v4["lm_head.decoder.bias"])
+    v523 = {k: v for k, v in state.items() if k != "lm_head.decoder.bias"}
+    save_state_dict(v523, tmp_path / "ours")
+    old = ls.ReformerForMaskedLM.from_pretrained(tmp_path / "ours")
+    assert not old.lm_head.decoder.bias.any()
     with torch.no_grad():
-        plain = again(ids).logits  # HF 5.23: the bias is not added
-        again.lm_head.use_bias = True  # transformers 4.x: it is
-        assert max_diff(again(ids).logits, plain + again.lm_head.bias) <= TOL
+        diff = again(ids).logits - old(ids).logits
+    assert max_diff(diff, v4["lm_head.decoder.bias"].expand_as(diff)) <= TOL
 
 
 # ------------------------------------------------------------------------------------ decoding

@@ -15,6 +15,7 @@ from . import kernels
 from ._common import check_inputs, default_scale
 from .block_sparse import block_sparse_attention
 from .dense import dense_attention
+from .global_tokens import global_tokens
 from .local_chunks import local_chunks_attention
 from .lsh import lsh_attention
 from .patterns import LSH, BlockSparse, Dense, LocalChunks, Pattern, SlidingWindow
@@ -60,9 +61,10 @@ def attend(
     by default. dropout: probability of dropping attention weights (pass 0 in eval).
     Returns (batch, heads, seq, head_dim) in q's dtype.
 
-    With `global_mask`, the number of global tokens sizes a tensor: the torch backend reads it on
-    the host once (the only synchronisation). Without it, nothing is read back and the call
-    compiles with `torch.compile(fullgraph=True)`.
+    With `global_mask`, the number of global tokens sizes a tensor, so it is read on the host: once
+    per call on the torch backend, once per mask tensor on the gpu backend (kept by the mask's
+    identity and version, so layers sharing a mask read it once). Without it, nothing is read back
+    and the call compiles with `torch.compile(fullgraph=True)`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -80,7 +82,8 @@ def attend(
     s = default_scale(q.shape[-1], scale)
     fused = backend == "gpu" or (backend == "auto" and not dropout and _gpu_available(q))
     if fused and isinstance(pattern, kernels.SUPPORTED):
-        return kernels.gpu_attention(q, k, v, pattern, padding, glob, s)
+        tokens = None if glob is None else global_tokens(global_mask, padding_mask, glob)
+        return kernels.gpu_attention(q, k, v, pattern, padding, glob, s, tokens)
     if isinstance(pattern, SlidingWindow):
         return sliding_window_attention(q, k, v, pattern, padding, glob, s, dropout)
     if isinstance(pattern, BlockSparse):

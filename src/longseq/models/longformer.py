@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..attention import Dense, SlidingWindow, attend
-from ..attention.sliding_window import global_index
+from ..attention.global_tokens import global_tokens
 from .base import LongseqPreTrainedModel, finish_output, input_shape
 from .configs import LongformerConfig
 from .encoder import (
@@ -83,8 +83,8 @@ class LongformerSelfAttention(nn.Module):
     def _global_rows(self, x: Tensor, out: Tensor, padding: Tensor, glob: Tensor, p: float) -> Tensor:
         """Global queries (query_global) over every real key (key_global, value_global)."""
         b, h, n, d = out.shape
-        glob = glob & padding
-        idx, used = global_index(glob)  # (b, G): one host read per layer, as in the attention core
+        tokens = global_tokens(glob, padding)  # (b, G): read once per mask, shared with the attention core
+        idx, used = tokens.idx, tokens.used
         if idx.shape[1] == 0:
             return out
         xg = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # (b, G, hidden)

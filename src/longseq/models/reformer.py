@@ -17,8 +17,9 @@ Differences from Hugging Face transformers 5.23 (on purpose):
 - cached decoding is correct for batch > 1 (see `reformer_cache.py`);
 - `use_cache` defaults to `config.use_cache` in eval mode only (no cache is built while training);
 - `output_attentions=True` raises: no attention probabilities are ever built.
-Like HF 5.23, the LM head's `lm_head.bias` is loaded and saved but not added to the logits
-(transformers 4.x added it); set `lm_head.use_bias = True` for the 4.x behaviour.
+The LM head adds `lm_head.decoder.bias` to the logits, as transformers 4.x and >= 5.24 do; a
+checkpoint without that key (transformers 5.23, whose head had no decoder bias) loads with a zero bias,
+which is what 5.23 computed. `lm_head.bias` is loaded and saved but not added (as in HF).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ BASE_KEYS: KeyTable = tuple(_base_rows())
 LM_KEYS: KeyTable = (
     *prefixed(_base_rows(), "reformer"),
     ("lm_head.decoder.weight", "lm_head.decoder.weight"),
+    ("lm_head.decoder.bias", "lm_head.decoder.bias"),
     ("lm_head.bias", "lm_head.bias"),
 )
 CLASSIFIER_KEYS: KeyTable = (
@@ -126,22 +128,18 @@ class ReformerEmbeddings(nn.Module):
 
 
 class ReformerLMHead(nn.Module):
-    """Linear from 2 * hidden to the vocabulary, `chunk_size` tokens at a time (HF's ReformerOnlyLMHead).
+    """Linear (with bias) from 2 * hidden to the vocabulary, `chunk_size` tokens at a time (HF's
+    ReformerOnlyLMHead). `bias` is a separate parameter that HF keeps but does not add: so here."""
 
-    `bias` is a parameter as in HF, but HF 5.23 does not add it; `use_bias=True` adds it (HF 4.x).
-    """
-
-    def __init__(self, in_dim: int, vocab: int, chunk_size: int = 0, use_bias: bool = False) -> None:
+    def __init__(self, in_dim: int, vocab: int, chunk_size: int = 0) -> None:
         super().__init__()
-        self.decoder = nn.Linear(in_dim, vocab, bias=False)
+        self.decoder = nn.Linear(in_dim, vocab)
         self.bias = nn.Parameter(torch.zeros(vocab))
         self.chunk_size = int(chunk_size)
-        self.use_bias = use_bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = x.split(self.chunk_size, dim=1) if self.chunk_size > 0 else (x,)
-        logits = torch.cat([self.decoder(p) for p in parts], dim=1)  # (batch, seq, vocab)
-        return logits + self.bias if self.use_bias else logits
+        return torch.cat([self.decoder(p) for p in parts], dim=1)  # (batch, seq, vocab)
 
 
 class _ReformerPreTrained(LongseqPreTrainedModel):
@@ -158,13 +156,17 @@ class _ReformerPreTrained(LongseqPreTrainedModel):
                     nn.init.normal_(w, std=self.config.axial_norm_std)
             elif isinstance(module, ReformerLMHead):
                 nn.init.zeros_(module.bias)
+                nn.init.zeros_(module.decoder.bias)
 
     def hf_load_fixups(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # transformers 4.x saved the LM bias twice (lm_head.decoder.bias was tied to lm_head.bias)
         state = dict(super().hf_load_fixups(state))
-        old_bias = state.pop("lm_head.decoder.bias", None)
-        if old_bias is not None:
-            state.setdefault("lm_head.bias", old_bias)
+        weight = state.get("lm_head.decoder.weight")
+        if weight is not None:
+            # transformers 5.23 had no decoder bias (and added none): zero; 4.x tied the two biases
+            bias = state.get("lm_head.decoder.bias", state.get("lm_head.bias"))
+            if "lm_head.decoder.bias" not in state:
+                state["lm_head.decoder.bias"] = torch.zeros(weight.shape[0], dtype=weight.dtype)
+            state.setdefault("lm_head.bias", bias if bias is not None else state["lm_head.decoder.bias"])
         return state
 
 

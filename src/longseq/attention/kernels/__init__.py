@@ -38,12 +38,14 @@ def gpu_attention(
     padding: torch.Tensor | None,
     glob: torch.Tensor | None,
     scale: float,
+    tokens=None,
 ) -> torch.Tensor:
-    """Checked arguments as `attend` hands them over -> (batch, heads, seq, head_dim)."""
+    """Checked arguments as `attend` hands them over -> (batch, heads, seq, head_dim). tokens: the
+    `GlobalTokens` of glob, when known."""
     from . import patterns_gpu as g
 
     if isinstance(pattern, SlidingWindow):
-        return g.sliding_window_gpu(q, k, v, pattern, padding, glob, scale)
+        return g.sliding_window_gpu(q, k, v, pattern, padding, glob, scale, tokens)
     if isinstance(pattern, BlockSparse):
         return g.block_sparse_gpu(q, k, v, pattern, padding, scale)
     if isinstance(pattern, LocalChunks):

@@ -1,4 +1,4 @@
-"""Listed-blocks flash attention in Triton: forward, dQ and dK/dV kernels.
+"""Listed-blocks flash attention in Triton: forward, dQ, dK/dV and a merge kernel.
 
 Every program works on one query tile and walks a list of key tiles (online softmax: scores are never
 written out). A tile is a sub-block of a logical block of the pattern: logical block `l` of stride `S`
@@ -8,14 +8,23 @@ is cut into `NSUB` tiles of `SUB` rows, so tile `t` covers rows `(t // NSUB) * S
 
 The element mask is built from position vectors: key validity (padding, or "not a window key" for
 Longformer's global tokens), `|i - j| <= half` (WINDOW), `j <= i` (CAUSAL), `i != j` (NO_SELF), with
-i, j the slot indices or, with HAS_POS, positions read from a vector (LSH's sorted order). Optional
-extra keys (HAS_X: Longformer's global keys, seen by every query) are a second loop. Fully masked
+i, j the row indices or, with HAS_POS, positions read from a vector (LSH's sorted order). Fully masked
 rows give O = 0 and LSE = -inf; padded query rows (HAS_QVAL) too.
 
+Two kinds of extra attention, both given as index vectors so that nothing is gathered in torch and
+nothing sizes a tensor from a device value:
+- extra keys (HAS_X: Longformer's global keys, seen by every query): rows XIDX[b, :XCNT[b]] of KX / VX,
+  a second loop in the forward and dQ kernels; their dK / dV are summed by fp32 atomics (they are few)
+  and added by the dK / dV kernel through XSLOT (slot of each key position, -1 for none).
+- rows that see every key (ROWS: Longformer's global queries, BigBird's global blocks): queries
+  QIDX[b, :QCNT[b]], split over segments of key tiles (a split plan), partial results merged by
+  `_merge_kernel`, which writes their O and LSE (or summed dQ) in place. The dK / dV kernel walks them
+  as extra queries of every key tile (HAS_XQ); HAS_QMASK keeps them out of its main list.
+
 Layouts: q, k, v, o, do, dq, dk, dv are (batch, heads, rows, head_dim) with any batch / head / row
-strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32. With SPLIT,
-work item w writes output rows w * BLOCK_M + [0, BLOCK_M) (partial results merged by LSE outside);
-otherwise it writes its own query rows.
+strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32, indexed by row
+position. Pointers come first in every signature, then floats, then ints, then constexprs (the lean
+launcher in `launch.py` relies on that order).
 """
 
 # ruff: noqa: SIM108  (if / else on constexpr flags reads best in Triton kernels)
@@ -31,9 +40,13 @@ LN2 = 0.6931471805599453
 @triton.jit
 def _tile_rows(t, S: tl.constexpr, SUB: tl.constexpr, NSUB: tl.constexpr, BLOCK: tl.constexpr, n_rows):
     offs = tl.arange(0, BLOCK)
-    u = t % NSUB
-    rows = (t // NSUB) * S + u * SUB + offs
-    ok = (offs < SUB) & (u * SUB + offs < S) & (rows < n_rows)
+    if NSUB == 1:
+        rows = t * S + offs
+        ok = (offs < S) & (rows < n_rows)
+    else:
+        u = t % NSUB
+        rows = (t // NSUB) * S + u * SUB + offs
+        ok = (offs < SUB) & (u * SUB + offs < S) & (rows < n_rows)
     return rows, ok
 
 
@@ -73,36 +86,50 @@ def _online(s, ok, m_i, l_i, acc, v, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _query_rows(
+    W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR,
+    QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr, BLOCK_M: tl.constexpr, ROWS: tl.constexpr,
+):  # fmt: skip
+    """Work item w's query rows: (positions, ok). With ROWS, slots of QIDX (count-limited)."""
+    qt = tl.load(W_QT + h * s_wh + w)
+    if ROWS:
+        slots, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NR)
+        qok = qok & (slots < tl.load(QCNT + b))
+        qidx = tl.load(QIDX + b * s_rib + slots, qok, 0)
+    else:
+        qidx, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
+    return qidx, qok
+
+
+@triton.jit
 def _fwd_kernel(
-    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XVAL, W_QT, LIST,
-    qk_scale, half, H, NQ, NK, NX, WD, NO,
+    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST,
+    qk_scale,
+    half, H, NQ, NK, NX, NR, WD, NO,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
-    s_kvb, s_kvh, s_qvb, s_qvh, s_pb, s_ph,
-    sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xmb, s_xmh,
-    s_wh, s_lh,
+    s_kvb, s_kvh, s_qvb, s_qvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
-    HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
+    HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
+    # ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O / LSE (NO rows per head)
     w = tl.program_id(0)
     z = tl.program_id(1)
     b = z // H
     h = z % H
-    qt = tl.load(W_QT + h * s_wh + w)
-    qrows, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
+    qidx, qok = _query_rows(W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS)
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
-    offs_n = tl.arange(0, BLOCK_N)
     q = tl.load(
-        Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qok[:, None] & dok[None, :], 0.0
+        Q + b * sqb + h * sqh + qidx[:, None] * sqn + offs_d[None, :], qok[:, None] & dok[None, :], 0.0
     )
     if HAS_POS:
-        qpos = tl.load(POS + b * s_pb + h * s_ph + qrows, qok, 0)
+        qpos = tl.load(POS + b * s_pb + h * s_ph + qidx, qok, 0)
     else:
-        qpos = qrows
+        qpos = qidx
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -121,78 +148,123 @@ def _fwd_kernel(
         s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
         ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
         m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, PREC, UPCAST)
-    if HAS_X:
-        for x0 in range(0, NX, BLOCK_N):
-            xcols = x0 + offs_n
-            xok = xcols < NX
-            xval = tl.load(XVAL + b * s_xmb + h * s_xmh + xcols, xok, 0) != 0
+    if HAS_X:  # in blocks of BLOCK_X (<= BLOCK_N) keys: few global tokens cost little
+        xcnt = tl.load(XCNT + b)
+        for x0 in range(0, NX, BLOCK_X):
+            xs = x0 + tl.arange(0, BLOCK_X)
+            xok = xs < xcnt
+            xcols = tl.load(XIDX + b * s_xib + xs, xok, 0)
             kmask = xok[:, None] & dok[None, :]
             k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
             v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
             s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
-            ok = xval[None, :] & (qpos[:, None] >= 0)
+            ok = xok[None, :] & (qpos[:, None] >= 0)
             m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, PREC, UPCAST)
     if HAS_QVAL:
-        qval = tl.load(QVAL + b * s_qvb + h * s_qvh + qrows, qok, 0) != 0
+        qval = tl.load(QVAL + b * s_qvb + h * s_qvh + qidx, qok, 0) != 0
         l_i = tl.where(qval, l_i, 0.0)
+    if ROWS:
+        l_i = tl.where(qok, l_i, 0.0)  # unused slots: nothing seen
     seen = l_i > 0
     l_safe = tl.where(seen, l_i, 1.0)
     out = acc / l_safe[:, None]
     out = tl.where(seen[:, None], out, 0.0)
     lse = tl.where(seen, (m_i + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-    if SPLIT:
+    if ROWS:
         orows = w * BLOCK_M + tl.arange(0, BLOCK_M)
+        ook = orows >= 0
     else:
-        orows = qrows
+        orows = qidx
+        ook = qok
     optr = O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :]
-    tl.store(optr, out.to(O.dtype.element_ty), qok[:, None] & dok[None, :])
-    tl.store(LSE + z * NO + orows, lse, qok)
+    tl.store(optr, out.to(O.dtype.element_ty), ook[:, None] & dok[None, :])
+    tl.store(LSE + z * NO + orows, lse, ook)
+
+
+@triton.jit
+def _merge_kernel(
+    P, PL, O, LSE, QIDX, QCNT,
+    H, NQ, NR, NSEG, WBM, sob, soh, son, s_rib,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, SUM: tl.constexpr,
+):  # fmt: skip
+    """Partial rows of a split plan -> the rows QIDX[b, :QCNT[b]] of O (and LSE).
+
+    P (B, H, WBM, D) float32 and PL (B * H, WBM) hold, for slot tile g and key segment s, rows
+    (g * NSEG + s) * BLOCK_M + [0, BLOCK_M). SUM: add the partials (dQ); else merge them by LSE.
+    """
+    g = tl.program_id(0)
+    z = tl.program_id(1)
+    b = z // H
+    h = z % H
+    slots = g * BLOCK_M + tl.arange(0, BLOCK_M)
+    ok = (slots < NR) & (slots < tl.load(QCNT + b))
+    qidx = tl.load(QIDX + b * s_rib + slots, ok, 0)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = ok[:, None] & (offs_d < D)[None, :]
+    base = z * WBM
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if SUM:
+        for s in range(NSEG):
+            r = base + (g * NSEG + s) * BLOCK_M + tl.arange(0, BLOCK_M)
+            acc += tl.load(P + r[:, None] * D + offs_d[None, :], mask, 0.0)
+    else:
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        for s in range(NSEG):
+            r = base + (g * NSEG + s) * BLOCK_M + tl.arange(0, BLOCK_M)
+            m = tl.maximum(m, tl.load(PL + r, ok, float("-inf")))
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        tot = tl.zeros([BLOCK_M], tl.float32)
+        for s in range(NSEG):
+            r = base + (g * NSEG + s) * BLOCK_M + tl.arange(0, BLOCK_M)
+            wgt = tl.exp(tl.load(PL + r, ok, float("-inf")) - m_safe)
+            tot += wgt
+            acc += wgt[:, None] * tl.load(P + r[:, None] * D + offs_d[None, :], mask, 0.0)
+        seen = tot > 0
+        t_safe = tl.where(seen, tot, 1.0)
+        acc = tl.where(seen[:, None], acc / t_safe[:, None], 0.0)
+        lse = tl.where(seen, m_safe + tl.log(t_safe), float("-inf"))
+        tl.store(LSE + z * NQ + qidx, lse, ok)
+    tl.store(O + b * sob + h * soh + qidx[:, None] * son + offs_d[None, :], acc.to(O.dtype.element_ty), mask)
 
 
 @triton.jit
 def _bwd_dq_kernel(
-    Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XVAL, DKX, DVX, W_QT, LIST,
-    qk_scale, scale, half, H, NQ, NK, NX, WD, NO,
+    Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT, W_QT, LIST,
+    qk_scale, scale,
+    half, H, NQ, NK, NX, NR, WD,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
-    s_kvb, s_kvh, s_pb, s_ph,
-    sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xmb, s_xmh,
-    s_wh, s_lh,
+    s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
-    HAS_X: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    HAS_DLSE: tl.constexpr,
+    HAS_X: tl.constexpr, ROWS: tl.constexpr, HAS_DLSE: tl.constexpr, BLOCK_X: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    # also writes delta = rowsum(dO * O) - dLSE for the dK / dV kernel that runs next
+    # also writes delta = rowsum(dO * O) - dLSE for the dK / dV kernel that runs next.
+    # ROWS: partial dQ at rows w * BLOCK_M + [0, BLOCK_M) of DQ (summed by _merge_kernel)
     w = tl.program_id(0)
     z = tl.program_id(1)
     b = z // H
     h = z % H
-    qt = tl.load(W_QT + h * s_wh + w)
-    qrows, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
-    if SPLIT:
-        orows = w * BLOCK_M + tl.arange(0, BLOCK_M)
-    else:
-        orows = qrows
+    qidx, qok = _query_rows(W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS)
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
-    offs_n = tl.arange(0, BLOCK_N)
     qmask = qok[:, None] & dok[None, :]
-    q = tl.load(Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qmask, 0.0)
-    do = tl.load(DO + b * sdob + h * sdoh + orows[:, None] * sdon + offs_d[None, :], qmask, 0.0)
-    o = tl.load(O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :], qmask, 0.0)
+    q = tl.load(Q + b * sqb + h * sqh + qidx[:, None] * sqn + offs_d[None, :], qmask, 0.0)
+    do = tl.load(DO + b * sdob + h * sdoh + qidx[:, None] * sdon + offs_d[None, :], qmask, 0.0)
+    o = tl.load(O + b * sob + h * soh + qidx[:, None] * son + offs_d[None, :], qmask, 0.0)
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
     if HAS_DLSE:
-        delta -= tl.load(DLSE + z * NO + orows, qok, 0.0)
-    tl.store(DELTA + z * NO + orows, delta, qok)
+        delta -= tl.load(DLSE + z * NQ + qidx, qok, 0.0)
+    tl.store(DELTA + z * NQ + qidx, delta, qok)
     do = do.to(q.dtype)
-    lse = tl.load(LSE + z * NO + orows, qok, float("-inf"))
+    lse = tl.load(LSE + z * NQ + qidx, qok, float("-inf"))
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
     if HAS_POS:
-        qpos = tl.load(POS + b * s_pb + h * s_ph + qrows, qok, 0)
+        qpos = tl.load(POS + b * s_pb + h * s_ph + qidx, qok, 0)
     else:
-        qpos = qrows
+        qpos = qidx
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     lbase = LIST + h * s_lh + w * WD
     for e in range(WD):
@@ -213,43 +285,74 @@ def _bwd_dq_kernel(
         ds = p * (dp - delta[:, None])
         dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
     if HAS_X:
-        for x0 in range(0, NX, BLOCK_N):
-            xcols = x0 + offs_n
-            xok = xcols < NX
-            xval = tl.load(XVAL + b * s_xmb + h * s_xmh + xcols, xok, 0) != 0
+        xcnt = tl.load(XCNT + b)
+        for x0 in range(0, NX, BLOCK_X):
+            xs = x0 + tl.arange(0, BLOCK_X)
+            xok = xs < xcnt
+            xcols = tl.load(XIDX + b * s_xib + xs, xok, 0)
             kmask = xok[:, None] & dok[None, :]
             k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
             v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
             s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
-            ok = xval[None, :] & (qpos[:, None] >= 0)
+            ok = xok[None, :] & qok[:, None]
             p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
             dp = _dot(do, tl.trans(v), PREC, UPCAST)
             ds = p * (dp - delta[:, None])
             dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
             # the extra keys are few and seen by every query tile: fp32 atomics (B, H, NX, D)
-            xptr = (z * NX + xcols[:, None]) * D + offs_d[None, :]
+            xptr = (z * NX + xs[:, None]) * D + offs_d[None, :]
             dvx = _dot(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
             dkx = _dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST) * scale
             tl.atomic_add(DVX + xptr, dvx, kmask)
             tl.atomic_add(DKX + xptr, dkx, kmask)
     dq = dq * scale
-    dqptr = DQ + b * sdqb + h * sdqh + orows[:, None] * sdqn + offs_d[None, :]
-    tl.store(dqptr, dq.to(DQ.dtype.element_ty), qmask)
+    if ROWS:
+        drows = w * BLOCK_M + tl.arange(0, BLOCK_M)
+        dqm = (drows >= 0)[:, None] & dok[None, :]
+    else:
+        drows = qidx
+        dqm = qmask
+    tl.store(
+        DQ + b * sdqb + h * sdqh + drows[:, None] * sdqn + offs_d[None, :], dq.to(DQ.dtype.element_ty), dqm
+    )
+
+
+@triton.jit
+def _dkdv_step(
+    Q, DO, LSE, DELTA, qrows, qok, ok, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh, sdon,
+    offs_d, dok, qk_scale, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One query tile's share of a key tile's dK, dV; ok (N, M): which (key, query) pairs count."""
+    qmask = qok[:, None] & dok[None, :]
+    q = tl.load(Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qmask, 0.0)
+    do = tl.load(DO + b * sdob + h * sdoh + qrows[:, None] * sdon + offs_d[None, :], qmask, 0.0)
+    do = do.to(q.dtype)
+    lse = tl.load(LSE + z * NQ + qrows, qok, float("-inf"))
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+    delta = tl.load(DELTA + z * NQ + qrows, qok, 0.0)
+    st = _dot(k, tl.trans(q), PREC, UPCAST) * qk_scale  # (N, M)
+    pt = tl.where(ok, tl.math.exp2(st - lse2[None, :]), 0.0)
+    dv += _dot(pt.to(do.dtype), do, PREC, UPCAST)
+    dpt = _dot(v, tl.trans(do), PREC, UPCAST)
+    dst = pt * (dpt - delta[None, :])
+    dk += _dot(dst.to(q.dtype), q, PREC, UPCAST)
+    return dk, dv
 
 
 @triton.jit
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, KVAL, POS, W_QT, T_START, T_COUNT, T_LIST,
-    qk_scale, scale, half, H, NQ, NK, NO,
-    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon,
-    sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
-    s_kvb, s_kvh, s_pb, s_ph,
-    s_wh, s_th, s_tlh,
+    Q, K, V, DO, LSE, DELTA, DK, DV, KVAL, POS, QM, QIDX, QCNT, XSLOT, DKX, DVX,
+    W_QT, T_START, T_COUNT, T_LIST,
+    qk_scale, scale,
+    half, H, NQ, NK, NR, NX,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
+    s_kvb, s_kvh, s_pb, s_ph, s_qmb, s_rib, s_xsb, s_wh, s_th, s_tlh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
-    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_QMASK: tl.constexpr, HAS_XQ: tl.constexpr, HAS_XSLOT: tl.constexpr, BLOCK_R: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     kt = tl.program_id(0)
     z = tl.program_id(1)
@@ -258,7 +361,6 @@ def _bwd_dkdv_kernel(
     kcols, kok = _tile_rows(kt, KS, KSUB, NKSUB, BLOCK_N, NK)
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
-    offs_m = tl.arange(0, BLOCK_M)
     kmask = kok[:, None] & dok[None, :]
     k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
     v = tl.load(V + b * svb + h * svh + kcols[:, None] * svn + offs_d[None, :], kmask, 0.0)
@@ -275,29 +377,36 @@ def _bwd_dkdv_kernel(
         w = tl.load(T_LIST + h * s_tlh + start + e)
         qt = tl.load(W_QT + h * s_wh + w)
         qrows, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
-        if SPLIT:
-            orows = w * BLOCK_M + offs_m
-        else:
-            orows = qrows
-        qmask = qok[:, None] & dok[None, :]
-        q = tl.load(Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qmask, 0.0)
-        do = tl.load(DO + b * sdob + h * sdoh + orows[:, None] * sdon + offs_d[None, :], qmask, 0.0)
-        do = do.to(q.dtype)
-        lse = tl.load(LSE + z * NO + orows, qok, float("-inf"))
-        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
-        delta = tl.load(DELTA + z * NO + orows, qok, 0.0)
         if HAS_POS:
             qpos = tl.load(POS + b * s_pb + h * s_ph + qrows, qok, 0)
         else:
             qpos = qrows
-        st = _dot(k, tl.trans(q), PREC, UPCAST) * qk_scale  # (N, M)
         ok = _visible(qpos[None, :], kpos[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
-        pt = tl.where(ok, tl.math.exp2(st - lse2[None, :]), 0.0)
-        dv += _dot(pt.to(do.dtype), do, PREC, UPCAST)
-        dpt = _dot(v, tl.trans(do), PREC, UPCAST)
-        dst = pt * (dpt - delta[None, :])
-        dk += _dot(dst.to(q.dtype), q, PREC, UPCAST)
+        if HAS_QMASK:
+            ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
+        dk, dv = _dkdv_step(
+            Q, DO, LSE, DELTA, qrows, qok, ok, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh, sdon,
+            offs_d, dok, qk_scale, PREC, UPCAST,
+        )  # fmt: skip
+    if HAS_XQ:  # rows that see every key (global queries): extra queries of every key tile
+        # (their pairs with extra keys, which kval leaves out, came through the dQ kernel's atomics)
+        rcnt = tl.load(QCNT + b)
+        for r0 in range(0, NR, BLOCK_R):  # in blocks of BLOCK_R (<= BLOCK_M) rows
+            slots = r0 + tl.arange(0, BLOCK_R)
+            sok = slots < rcnt
+            qrows = tl.load(QIDX + b * s_rib + slots, sok, 0)
+            ok = kval[:, None] & sok[None, :]
+            dk, dv = _dkdv_step(
+                Q, DO, LSE, DELTA, qrows, sok, ok, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh,
+                sdon, offs_d, dok, qk_scale, PREC, UPCAST,
+            )  # fmt: skip
     dk = dk * scale
+    if HAS_XSLOT:  # global keys: what the dQ kernel summed for them by atomics
+        slot = tl.load(XSLOT + b * s_xsb + kcols, kok, -1)
+        xm = (slot >= 0)[:, None] & dok[None, :]
+        xptr = (z * NX + slot[:, None]) * D + offs_d[None, :]
+        dk += tl.load(DKX + xptr, xm, 0.0)
+        dv += tl.load(DVX + xptr, xm, 0.0)
     tl.store(
         DK + b * sdkb + h * sdkh + kcols[:, None] * sdkn + offs_d[None, :], dk.to(DK.dtype.element_ty), kmask
     )
@@ -306,4 +415,4 @@ def _bwd_dkdv_kernel(
     )
 
 
-__all__ = ["LN2", "LOG2E", "_bwd_dkdv_kernel", "_bwd_dq_kernel", "_fwd_kernel", "triton"]
+__all__ = ["LN2", "LOG2E", "_bwd_dkdv_kernel", "_bwd_dq_kernel", "_fwd_kernel", "_merge_kernel", "triton"]

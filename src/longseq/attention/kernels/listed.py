@@ -5,18 +5,20 @@ A `Plan` says, for each work item w, its query tile `w_qt[w]` and a fixed-width 
 count as often as they are listed, which is how Hugging Face's gather-and-concatenate counts repeated
 blocks. The backward pass walks the transposed list (for each key tile, the work items that list it)
 for dK / dV and the forward list for dQ, so no atomics are needed except for the few extra keys.
+
+One call of `listed_attention` is one autograd node whatever it holds: the main plan, extra keys
+(`Extra`, seen by every query) and rows that see every key (`Rows`, split over keys and merged by
+LSE in a kernel). Forward: 1 launch, or 3 with rows; backward: 2, or 4 with rows.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import torch
 
 from . import _flash
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter: no launch options
+from .launch import _INTERPRET, Consts, launch
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ def _pow2(x: int) -> int:
     return 1 << (max(x, 1) - 1).bit_length()
 
 
+def small_block(count: int, block: int = 64) -> int:
+    """Tile rows for `count` extra keys or rows: a power of two in [16, block]."""
+    return min(block, max(16, _pow2(count)))
+
+
 @dataclass(eq=False)
 class Plan:
     """Work items and their key tiles. w_qt (Hl, W) int32; klist (Hl, W, WD) int32; Hl in {1, heads}."""
@@ -53,14 +60,12 @@ class Plan:
     qtiles: Tiling
     ktiles: Tiling
     n_ktiles: int  # key tiles of the key sequence (null id = n_ktiles)
-    split: bool = False  # outputs per work item, to be merged by LSE
     window: int | None = None  # half width: |i - j| <= window
     causal: bool = False
     no_self: bool = False
-    covers_all: bool = True  # every query tile is some work item's (else dQ starts from zeros)
+    covers_all: bool = True  # every query row is some work item's, or a `Rows` row (else dQ is zeroed)
     _transposed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
-    _split_rows: dict = field(default_factory=dict, repr=False)  # nq -> (dst rows, src rows) of _sum_split
-    _consts: dict = field(default_factory=dict, repr=False)  # (d, dtype) -> constexprs + launch options
+    _consts: dict = field(default_factory=dict, repr=False)  # flags -> Consts of each kernel
 
     def transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For each key tile, the work items listing it: (t_start, t_count) (Hl, n_ktiles), t_list."""
@@ -72,26 +77,100 @@ class Plan:
             key = (heads * (nk + 1) + kt).flatten()
             item = torch.arange(w, device=kt.device)[None, :, None].expand(hl, w, wd).flatten()
             order = torch.sort(key, stable=True).indices
-            t_list = item[order].view(hl, w * wd).to(torch.int32).contiguous()
+            t_list = item[order].view(hl, w * wd) if w * wd else kt.new_zeros(hl, 1)  # (a null list)
             count = torch.bincount(key, minlength=hl * (nk + 1)).view(hl, nk + 1)
             start = count.cumsum(1) - count
             self._transposed = (
                 start[:, :nk].to(torch.int32).contiguous(),
                 count[:, :nk].to(torch.int32).contiguous(),
-                t_list,
+                t_list.to(torch.int32).contiguous(),
             )
         return self._transposed
 
+    def consts(self, kernel, d: int, dtype: torch.dtype, *flags: bool) -> Consts:
+        """The kernel's constexprs and launch options for this plan, head_dim, dtype and flags (the
+        kernel's flag constexprs, in `_FLAGS[kernel]` order)."""
+        key = (kernel, d, dtype, flags, tuple(LAUNCH.items()) if LAUNCH else ())
+        c = self._consts.get(key)
+        if c is None:
+            qt, kt = self.qtiles, self.ktiles
+            kw = dict(
+                D=d,
+                BLOCK_D=max(16, _pow2(d)),
+                BLOCK_M=qt.block,
+                BLOCK_N=kt.block,
+                QS=qt.stride,
+                QSUB=qt.sub,
+                NQSUB=qt.nsub,
+                KS=kt.stride,
+                KSUB=kt.sub,
+                NKSUB=kt.nsub,
+                WINDOW=self.window is not None,
+                CAUSAL=self.causal,
+                NO_SELF=self.no_self,
+                PREC="ieee" if dtype == torch.float32 else "tf32",
+                UPCAST=_INTERPRET and dtype == torch.bfloat16,
+                **dict(zip(_FLAGS[kernel], flags, strict=True)),
+                **_launch_opts(d, qt.block, kt.block),
+            )
+            c = self._consts[key] = Consts(kernel, kw)
+        return c
 
-def _strides4(x: torch.Tensor) -> tuple[int, int, int]:
-    return x.stride(0), x.stride(1), x.stride(2)
+
+_FLAGS = {
+    _flash._fwd_kernel: ("HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X"),
+    _flash._bwd_dq_kernel: ("HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X"),
+    _flash._bwd_dkdv_kernel: ("HAS_POS", "HAS_QMASK", "HAS_XQ", "HAS_XSLOT", "BLOCK_R"),
+}
 
 
-def _strides_bh(x: torch.Tensor | None) -> tuple[int, int]:
+@dataclass(eq=False)
+class Extra:
+    """Keys every query sees: rows idx[b, :cnt[b]] of kx / vx (of k / v themselves when kx is None).
+
+    idx (B, G) int32; cnt (B,) int32; kx, vx (B, H, *, d) or None; slot (B, N) int32, the slot of
+    each key position in idx (-1: none), needed when kx is None (their dK / dV land in dk / dv)."""
+
+    idx: torch.Tensor
+    cnt: torch.Tensor
+    kx: torch.Tensor | None = None
+    vx: torch.Tensor | None = None
+    slot: torch.Tensor | None = None
+
+
+@dataclass(eq=False)
+class Rows:
+    """Query rows idx[b, :cnt[b]] that see every key with kval (B, 1, N) int8, split over keys.
+
+    idx (B | 1, G) int32; cnt (B,) int32; plan: `split_plan` over the G slots; qmask (B, 1, N) int8,
+    0 at these rows, when the main plan also lists them (their main-plan results are overwritten)."""
+
+    idx: torch.Tensor
+    cnt: torch.Tensor
+    plan: Plan
+    kval: torch.Tensor
+    qmask: torch.Tensor | None = None
+
+    @property
+    def nseg(self) -> int:
+        return self.plan.w_qt.shape[1] // self.plan.qtiles.count(self.idx.shape[1])
+
+
+def _s4(x: torch.Tensor) -> tuple[int, ...]:
+    return x.stride()[:3]
+
+
+def _sbh(x: torch.Tensor | None) -> tuple[int, int]:
     """A (B, 1 | H, N) vector: batch and head strides (0 for a shared head)."""
     if x is None:
         return 0, 0
-    return x.stride(0), (0 if x.shape[1] == 1 else x.stride(1))
+    st = x.stride()
+    return st[0], (0 if x.shape[1] == 1 else st[1])
+
+
+def _sb(x: torch.Tensor | None) -> int:
+    """A (B | 1, ...) tensor's batch stride (0 when shared)."""
+    return 0 if x is None or x.shape[0] == 1 else x.stride(0)
 
 
 def _unit_last(x: torch.Tensor) -> torch.Tensor:
@@ -110,147 +189,158 @@ def _launch_opts(d: int, block_m: int, block_n: int) -> dict:
     return {"num_warps": warps, "num_stages": 2}
 
 
-def _consts(plan: Plan, d: int, dtype: torch.dtype) -> dict:
-    """The kernels' constexprs and launch options for this plan, head_dim and dtype (cached on the plan)."""
-    key = (d, dtype, tuple(sorted(LAUNCH.items())))
-    c = plan._consts.get(key)
+_MERGE: dict[tuple, Consts] = {}
+
+
+def _merge(parts, part_lse, o, lse, rows: Rows, h: int, nq: int, total: bool) -> None:
+    """Write the merged (or, with `total`, summed) partial rows into o (and lse) at rows.idx."""
+    d = o.shape[-1]
+    bm = rows.plan.qtiles.block
+    key = (d, bm, total)
+    c = _MERGE.get(key)
     if c is None:
-        qt, kt = plan.qtiles, plan.ktiles
-        c = dict(
-            D=d,
-            BLOCK_D=max(16, _pow2(d)),
-            BLOCK_M=qt.block,
-            BLOCK_N=kt.block,
-            QS=qt.stride,
-            QSUB=qt.sub,
-            NQSUB=qt.nsub,
-            KS=kt.stride,
-            KSUB=kt.sub,
-            NKSUB=kt.nsub,
-            WINDOW=plan.window is not None,
-            CAUSAL=plan.causal,
-            NO_SELF=plan.no_self,
-            PREC="ieee" if dtype == torch.float32 else "tf32",
-            UPCAST=_INTERPRET and dtype == torch.bfloat16,
-            SPLIT=plan.split,
-            **_launch_opts(d, qt.block, kt.block),
-        )
-        plan._consts[key] = c
-    return c
+        kw = dict(D=d, BLOCK_D=max(16, _pow2(d)), BLOCK_M=bm, SUM=total)
+        if not _INTERPRET:
+            kw.update(num_warps=4, num_stages=1)
+        c = _MERGE[key] = Consts(_flash._merge_kernel, kw)
+    g = rows.idx.shape[1]
+    ptrs = (parts, part_lse, o, lse, rows.idx, rows.cnt)
+    scalars = (h, nq, g, rows.nseg, parts.shape[2], *_s4(o), _sb(rows.idx))
+    launch(_flash._merge_kernel, (-(-g // bm), o.shape[0] * h), ptrs, scalars, c)
 
 
 class _ListedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, kx, vx, plan, kval, qval, pos, xval, scale):
+    def forward(ctx, q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale):
         b, h, nq, d = q.shape
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
-        bm = plan.qtiles.block
-        if plan.split:
-            no = w * bm
-            o = torch.empty(b, h, no, d, device=q.device, dtype=torch.float32)
-        else:
-            no = nq
-            o = torch.empty_like(q)
-        lse = torch.empty(b * h, no, device=q.device, dtype=torch.float32)
-        has_x = kx is not None
-        nx = kx.shape[2] if has_x else 0
-        xk = kx if has_x else k
-        xv = vx if has_x else v
-        c = _consts(plan, d, q.dtype)
-        hl = plan.w_qt.shape[0]
-        wd = plan.klist.shape[2]
-        dummy = kval
-        _flash._fwd_kernel[(w, b * h)](
-            q, k, v, o, lse, kval, qval if qval is not None else dummy, pos if pos is not None else dummy,
-            xk, xv, xval if has_x else dummy, plan.w_qt, plan.klist,
-            scale * _flash.LOG2E, plan.window or 0, h, nq, nk, nx, wd, no,
-            *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(o),
-            *_strides_bh(kval), *_strides_bh(qval), *_strides_bh(pos),
-            *_strides4(xk), *_strides4(xv), *_strides_bh(xval if has_x else None),
-            w if hl > 1 else 0, w * wd if hl > 1 else 0,
-            HAS_POS=pos is not None, HAS_QVAL=qval is not None, HAS_X=has_x, **c,
-        )  # fmt: skip
-        ctx.plan, ctx.scale, ctx.has_x = plan, scale, has_x
-        ctx.save_for_backward(q, k, v, kx, vx, o, lse, kval, pos, xval)
-        return o, lse.view(b, h, no)
-
-    @staticmethod
-    def backward(ctx, do, dlse):
-        q, k, v, kx, vx, o, lse, kval, pos, xval = ctx.saved_tensors
-        plan, scale, has_x = ctx.plan, ctx.scale, ctx.has_x
-        b, h, nq, d = q.shape
-        nk = k.shape[2]
-        w = plan.w_qt.shape[1]
-        no = o.shape[2]
-        if do is None:
-            do = torch.zeros_like(o)
-        do = _unit_last(do)
-        delta = torch.empty(b * h, no, device=q.device, dtype=torch.float32)  # written by the dQ kernel
-        if dlse is not None:
-            dlse = dlse.reshape(b * h, no).float().contiguous()
-        c = _consts(plan, d, q.dtype)
+        o = torch.empty_like(q) if plan.covers_all else torch.zeros_like(q)
+        lse = torch.empty(b * h, nq, device=q.device, dtype=torch.float32)
+        has_x = extra is not None
+        xk = kx if kx is not None else k
+        xv = vx if vx is not None else v
+        nx = extra.idx.shape[1] if has_x else 0
+        xidx, xcnt = (extra.idx, extra.cnt) if has_x else (kval, kval)
         hl = plan.w_qt.shape[0]
         wd = plan.klist.shape[2]
         s_wh, s_lh = (w if hl > 1 else 0), (w * wd if hl > 1 else 0)
-        common = dict(HAS_POS=pos is not None, **c)
         dummy = kval
-
-        if plan.split:
-            dq_buf = torch.empty(b, h, no, d, device=q.device, dtype=torch.float32)
-        else:
-            dq_buf = torch.empty_like(q) if plan.covers_all else torch.zeros_like(q)
-        nx = kx.shape[2] if has_x else 0
-        dkx = torch.zeros(b, h, nx, d, device=q.device, dtype=torch.float32) if has_x else None
-        dvx = torch.zeros_like(dkx) if has_x else None
-        xk = kx if has_x else k
-        xv = vx if has_x else v
-        _flash._bwd_dq_kernel[(w, b * h)](
-            q, k, v, o, do, lse, dlse if dlse is not None else lse, delta, dq_buf, kval,
-            pos if pos is not None else dummy,
-            xk, xv, xval if has_x else dummy, dkx if has_x else lse, dvx if has_x else lse,
-            plan.w_qt, plan.klist,
-            scale * _flash.LOG2E, scale, plan.window or 0, h, nq, nk, nx, wd, no,
-            *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(o), *_strides4(do), *_strides4(dq_buf),
-            *_strides_bh(kval), *_strides_bh(pos),
-            *_strides4(xk), *_strides4(xv), *_strides_bh(xval if has_x else None),
-            s_wh, s_lh, HAS_X=has_x, HAS_DLSE=dlse is not None, **common,
+        qv = qval if qval is not None else dummy
+        ps = pos if pos is not None else dummy
+        qs, ks, vs = _s4(q), _s4(k), _s4(v)
+        bx = small_block(nx, plan.ktiles.block)
+        c = plan.consts(_flash._fwd_kernel, d, q.dtype, pos is not None, qval is not None, has_x, False, bx)
+        launch(
+            _flash._fwd_kernel, (w, b * h),
+            (q, k, v, o, lse, kval, qv, ps, xk, xv, xidx, xcnt, dummy, dummy, plan.w_qt, plan.klist),
+            (scale * _flash.LOG2E, plan.window or 0, h, nq, nk, nx, 0, wd, nq,
+             *qs, *ks, *vs, *_s4(o), *_sbh(kval), *_sbh(qval), *_sbh(pos),
+             *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, 0, s_wh, s_lh),
+            c,
         )  # fmt: skip
-        dq = _sum_split(dq_buf, plan, nq).to(q.dtype) if plan.split else dq_buf
+        if rows is not None:
+            rp = rows.plan
+            rw = rp.w_qt.shape[1]
+            no = rw * rp.qtiles.block
+            parts = torch.empty(b, h, no, d, device=q.device, dtype=torch.float32)
+            part_lse = torch.empty(b * h, no, device=q.device, dtype=torch.float32)
+            cr = rp.consts(_flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16)
+            launch(
+                _flash._fwd_kernel, (rw, b * h),
+                (q, k, v, parts, part_lse, rows.kval, qv, dummy, k, v, dummy, dummy, rows.idx, rows.cnt,
+                 rp.w_qt, rp.klist),
+                (scale * _flash.LOG2E, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2], no,
+                 *qs, *ks, *vs, *_s4(parts), *_sbh(rows.kval), *_sbh(qval), 0, 0,
+                 *ks, *vs, 0, _sb(rows.idx), 0, 0),
+                cr,
+            )  # fmt: skip
+            _merge(parts, part_lse, o, lse, rows, h, nq, total=False)
+        ctx.plan, ctx.scale, ctx.extra, ctx.rows = plan, scale, extra, rows
+        ctx.save_for_backward(q, k, v, kx, vx, o, lse, kval, pos)
+        return o, lse.view(b, h, nq)
+
+    @staticmethod
+    def backward(ctx, do, dlse):
+        q, k, v, kx, vx, o, lse, kval, pos = ctx.saved_tensors
+        plan, scale, extra, rows = ctx.plan, ctx.scale, ctx.extra, ctx.rows
+        b, h, nq, d = q.shape
+        nk = k.shape[2]
+        w = plan.w_qt.shape[1]
+        if do is None:
+            do = torch.zeros_like(o)
+        do = _unit_last(do)
+        delta = torch.empty(b * h, nq, device=q.device, dtype=torch.float32)  # written by the dQ kernels
+        if dlse is not None:
+            dlse = dlse.reshape(b * h, nq).float().contiguous()
+        hl = plan.w_qt.shape[0]
+        wd = plan.klist.shape[2]
+        s_wh, s_lh = (w if hl > 1 else 0), (w * wd if hl > 1 else 0)
+        dummy = kval
+        ps = pos if pos is not None else dummy
+        dl = dlse if dlse is not None else lse
+        has_x = extra is not None
+        dq = torch.empty_like(q) if plan.covers_all else torch.zeros_like(q)
+        nx = extra.idx.shape[1] if has_x else 0
+        xk = kx if kx is not None else k
+        xv = vx if vx is not None else v
+        xidx, xcnt = (extra.idx, extra.cnt) if has_x else (kval, kval)
+        dkx = torch.zeros(b, h, nx, d, device=q.device, dtype=torch.float32) if has_x else lse
+        dvx = torch.zeros_like(dkx) if has_x else lse
+        qs, ks, vs, os_, dos = _s4(q), _s4(k), _s4(v), _s4(o), _s4(do)
+        bx = small_block(nx, plan.ktiles.block)
+        has_dl = dlse is not None
+        c = plan.consts(_flash._bwd_dq_kernel, d, q.dtype, pos is not None, has_x, False, has_dl, bx)
+        launch(
+            _flash._bwd_dq_kernel, (w, b * h),
+            (q, k, v, o, do, lse, dl, delta, dq, kval, ps, xk, xv, xidx, xcnt, dkx, dvx, dummy, dummy,
+             plan.w_qt, plan.klist),
+            (scale * _flash.LOG2E, scale, plan.window or 0, h, nq, nk, nx, 0, wd,
+             *qs, *ks, *vs, *os_, *dos, *_s4(dq), *_sbh(kval), *_sbh(pos),
+             *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, 0, s_wh, s_lh),
+            c,
+        )  # fmt: skip
+        if rows is not None:
+            rp = rows.plan
+            rw = rp.w_qt.shape[1]
+            parts = torch.empty(b, h, rw * rp.qtiles.block, d, device=q.device, dtype=torch.float32)
+            cr = rp.consts(_flash._bwd_dq_kernel, d, q.dtype, False, False, True, dlse is not None, 16)
+            launch(
+                _flash._bwd_dq_kernel, (rw, b * h),
+                (q, k, v, o, do, lse, dl, delta, parts, rows.kval, dummy, k, v, dummy, dummy, lse, lse,
+                 rows.idx, rows.cnt, rp.w_qt, rp.klist),
+                (scale * _flash.LOG2E, scale, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2],
+                 *qs, *ks, *vs, *os_, *dos, *_s4(parts), *_sbh(rows.kval), 0, 0,
+                 *ks, *vs, 0, _sb(rows.idx), 0, 0),
+                cr,
+            )  # fmt: skip
+            _merge(parts, lse, dq, lse, rows, h, nq, total=True)
 
         t_start, t_count, t_list = plan.transposed()
         dk = torch.empty_like(k)
         dv = torch.empty_like(v)
-        _flash._bwd_dkdv_kernel[(plan.n_ktiles, b * h)](
-            q, k, v, do, lse, delta, dk, dv, kval, pos if pos is not None else dummy,
-            plan.w_qt, t_start, t_count, t_list,
-            scale * _flash.LOG2E, scale, plan.window or 0, h, nq, nk, no,
-            *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(do), *_strides4(dk), *_strides4(dv),
-            *_strides_bh(kval), *_strides_bh(pos),
-            s_wh, plan.n_ktiles if hl > 1 else 0, t_list.shape[1] if hl > 1 else 0,
-            **common,
+        on_k = has_x and kx is None
+        qm = rows.qmask if rows is not None else None
+        ridx, rcnt = (rows.idx, rows.cnt) if rows is not None else (dummy, dummy)
+        xslot = extra.slot if on_k else dummy
+        br = small_block(rows.idx.shape[1] if rows is not None else 0, plan.qtiles.block)
+        ck = plan.consts(
+            _flash._bwd_dkdv_kernel, d, q.dtype, pos is not None, qm is not None, rows is not None, on_k, br
+        )
+        launch(
+            _flash._bwd_dkdv_kernel, (plan.n_ktiles, b * h),
+            (q, k, v, do, lse, delta, dk, dv, kval, ps, qm if qm is not None else dummy, ridx, rcnt,
+             xslot, dkx, dvx, plan.w_qt, t_start, t_count, t_list),
+            (scale * _flash.LOG2E, scale,
+             plan.window or 0, h, nq, nk, rows.idx.shape[1] if rows is not None else 0, nx,
+             *qs, *ks, *vs, *dos, *_s4(dk), *_s4(dv), *_sbh(kval), *_sbh(pos),
+             _sb(qm), _sb(ridx) if rows is not None else 0, _sb(xslot) if on_k else 0,
+             s_wh, plan.n_ktiles if hl > 1 else 0, t_list.shape[1] if hl > 1 else 0),
+            ck,
         )  # fmt: skip
-        gkx = dkx.to(kx.dtype) if has_x else None
-        gvx = dvx.to(vx.dtype) if has_x else None
-        return dq, dk, dv, gkx, gvx, None, None, None, None, None, None
-
-
-def _sum_split(buf: torch.Tensor, plan: Plan, nq: int) -> torch.Tensor:
-    """Partial dQ per work item (b, h, W * BLOCK_M, d) -> dQ (b, h, nq, d), summed over work items."""
-    rows = plan._split_rows.get(nq)
-    if rows is None:  # built once per plan and length (the boolean selection syncs)
-        t = plan.qtiles
-        assert plan.w_qt.shape[0] == 1, "split plans share one list across heads"
-        offs = torch.arange(t.block, device=buf.device)
-        qt = plan.w_qt[0].long()[:, None]
-        u = qt % t.nsub
-        dst = (qt // t.nsub) * t.stride + u * t.sub + offs  # (W, BLOCK_M)
-        ok = ((offs < t.sub) & (u * t.sub + offs < t.stride) & (dst < nq)).flatten()
-        src = torch.arange(ok.numel(), device=buf.device)
-        rows = plan._split_rows[nq] = (dst.flatten()[ok].contiguous(), src[ok].contiguous())
-    dst, src = rows
-    out = buf.new_zeros(buf.shape[0], buf.shape[1], nq, buf.shape[-1])
-    return out.index_add_(2, dst, buf.index_select(2, src))
+        gkx = dkx.to(kx.dtype) if kx is not None else None
+        gvx = dvx.to(vx.dtype) if vx is not None else None
+        return dq, dk, dv, gkx, gvx, None, None, None, None, None, None, None
 
 
 def listed_attention(
@@ -263,26 +353,27 @@ def listed_attention(
     *,
     qval: torch.Tensor | None = None,
     pos: torch.Tensor | None = None,
-    extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    extra: Extra | None = None,
+    rows: Rows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flash attention of q over k, v along `plan`: (out, lse).
 
     q, k, v: (B, H, N, d). kval: (B, 1 | H, Nk) int8, 1 = a key the list may show. qval: (B, 1 | H, Nq)
     int8, 0 = a padded query (zero output, lse -inf). pos: (B, 1 | H, N) int32 positions for the
-    window / causal / self tests (default: the row index). extra: (kx, vx, xval) keys (B, H, G, d)
-    every query sees, xval (B, 1 | H, G) int8. Returns out (B, H, Nq, d) in q's dtype, or
-    (B, H, W * BLOCK_M, d) float32 partial results for a split plan, and lse (B, H, rows) float32.
+    window / causal / self tests (default: the row index). extra: keys every query sees; rows: query
+    rows that see every key (see `Extra`, `Rows`). Returns out (B, H, Nq, d) in q's dtype and lse
+    (B, H, Nq) float32.
     """
     # one dtype for the kernel's dot products (under autocast a normalisation may come back in fp32)
     q, k, v = _unit_last(q), _unit_last(k.to(q.dtype)), _unit_last(v.to(q.dtype))
-    kval = kval.contiguous()
-    qval = None if qval is None else qval.contiguous()
-    pos = None if pos is None else pos.contiguous()
-    kx = vx = xval = None
-    if extra is not None:
-        kx, vx = _unit_last(extra[0].to(q.dtype)), _unit_last(extra[1].to(q.dtype))
-        xval = extra[2].contiguous()
-    return _ListedAttention.apply(q, k, v, kx, vx, plan, kval, qval, pos, xval, scale)
+    kval = _unit_last(kval)  # the kernels index these vectors with unit stride
+    qval = None if qval is None else _unit_last(qval)
+    pos = None if pos is None else _unit_last(pos)
+    kx = vx = None
+    if extra is not None and extra.kx is not None:
+        kx, vx = _unit_last(extra.kx.to(q.dtype)), _unit_last(extra.vx.to(q.dtype))
+    assert pos is None or rows is None, "rows that see every key take no positions"
+    return _ListedAttention.apply(q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale)
 
 
 def merge_lse(
@@ -349,22 +440,36 @@ def window_plan(n: int, half: int, causal: bool, device: torch.device, block_m: 
 
 
 def split_plan(nq: int, nk: int, device: torch.device, block: int, seg: int | None = None) -> Plan:
-    """Every query sees every key: each query tile's key tiles cut into segments, one work item each."""
+    """Rows that see every key: each tile of the nq slots (tiles of `small_block(nq, block)` rows)
+    with every key tile (of `block` keys), cut into segments of `seg` key tiles, one work item each
+    (w = slot tile * segments + segment)."""
 
     def build() -> Plan:
+        bq = small_block(nq, block)
         t = Tiling(block, block, 1, block)
-        nqt, nkt = t.count(nq), t.count(nk)
+        qt = Tiling(bq, bq, 1, bq)
+        nqt, nkt = qt.count(nq), t.count(nk)
         s = seg or max(16, -(-nkt // 256))
         nseg = -(-nkt // s)
         cols = torch.arange(nseg * s, device=device).view(nseg, s)
         cols = torch.where(cols < nkt, cols, torch.full_like(cols, nkt))
         klist = cols.repeat(nqt, 1, 1).flatten(0, 1)  # (nqt * nseg, s)
         w_qt = torch.arange(nqt, device=device).repeat_interleave(nseg)
-        return Plan(
-            w_qt.to(torch.int32)[None], klist.to(torch.int32)[None].contiguous(), t, t, nkt, split=True
-        )
+        return Plan(w_qt.to(torch.int32)[None], klist.to(torch.int32)[None].contiguous(), qt, t, nkt)
 
     return cached(("split", nq, nk, str(device), block, seg), build)
+
+
+def empty_plan(nk: int, device: torch.device, block: int) -> Plan:
+    """No work items (every query row is a `Rows` row): the dK / dV kernel still walks every key tile."""
+
+    def build() -> Plan:
+        t = Tiling(block, block, 1, block)
+        klist = torch.zeros(1, 0, 1, dtype=torch.int32, device=device)
+        w_qt = torch.zeros(1, 0, dtype=torch.int32, device=device)
+        return Plan(w_qt, klist, t, t, t.count(nk), covers_all=False)
+
+    return cached(("empty", nk, str(device), block), build)
 
 
 def cyclic_plan(

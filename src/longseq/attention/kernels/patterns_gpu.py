@@ -1,11 +1,13 @@
 """Thin per-pattern glue over the listed-blocks flash kernel: the `gpu` backend.
 
-Each function takes what `attend` hands the torch backend and computes the same function:
-- SlidingWindow: one launch over window key tiles plus the global keys as extra columns (masked out of
-  the window so each counts once); dilation d by permuting the sequence into its d residue classes;
-  global query rows apart, as a split pass over every key merged by log-sum-exp.
+Each function takes what `attend` hands the torch backend and computes the same function, in one
+autograd node per call wherever it can:
+- SlidingWindow: one plan over window key tiles; global keys are extra keys (masked out of the window
+  so each counts once) and global queries are rows that see every key, both read through index
+  vectors built once per mask (`global_tokens`). Dilation d permutes the sequence into its d residue
+  classes (global keys gathered), with the global queries in a second call.
 - BlockSparse: middle query blocks walk [first, left, own, right, last, random...] at the pattern's
-  own block size (repeats counted); the two global query blocks are a split pass over every key.
+  own block size (repeats counted); the two global query blocks are rows that see every key.
 - LocalChunks: each chunk walks its neighbouring chunks cyclically (repeats counted).
 - LSH: torch hashes, sorts and gathers; the kernel runs on the sorted sequence with cyclic chunk
   look-back and self exclusion by position; torch unsorts and combines the rounds by log-sum-exp.
@@ -17,13 +19,17 @@ import torch
 
 from .._common import len_norm, pad_seq, real_keys
 from ..dense import dense_attention
+from ..global_tokens import GlobalTokens
 from ..lsh import _dense_lsh, _self_fallback, sorted_positions
 from ..patterns import LSH, BlockSparse, LocalChunks, SlidingWindow
-from ..sliding_window import global_index
 from .listed import (
+    Extra,
     Plan,
+    Rows,
     Tiling,
+    cached,
     cyclic_plan,
+    empty_plan,
     expand_tiles,
     listed_attention,
     merge_lse,
@@ -47,37 +53,27 @@ def _qval(padding: torch.Tensor | None) -> torch.Tensor | None:
 _ONES: dict[tuple, torch.Tensor] = {}
 
 
-def _kval(padding: torch.Tensor | None, b: int, n: int, device: torch.device) -> torch.Tensor:
-    """(b, 1, n) int8 of the real keys; without padding a cached ones vector (the kernels only read it)."""
-    if padding is not None:
-        return _i8(padding)[:, None]
-    key = (b, n, device)
-    ones = _ONES.get(key)
-    if ones is None:
+def _filled(b: int, n: int, device: torch.device, value: int, dtype: torch.dtype) -> torch.Tensor:
+    """A cached (b, n) constant (the kernels only read it)."""
+    key = (b, n, device, value, dtype)
+    t = _ONES.get(key)
+    if t is None:
         if len(_ONES) > 64:
             _ONES.clear()
-        ones = _ONES[key] = torch.ones(b, 1, n, dtype=torch.int8, device=device)
-    return ones
+        t = _ONES[key] = torch.full((b, n), value, dtype=dtype, device=device)
+    return t
 
 
-def _everything(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    kval: torch.Tensor,
-    qval: torch.Tensor | None,
-    scale: float,
-) -> torch.Tensor:
-    """Queries q (b, h, m, d) over every real key (kval (b, 1, n) int8) of k, v (b, h, n, d): split
-    over keys, merged by LSE."""
-    b, h, m, d = q.shape
-    plan = split_plan(m, k.shape[2], q.device, SPLIT_BLOCK)
-    parts, lses = listed_attention(q, k, v, plan, kval, scale, qval=qval)
-    nqt = plan.qtiles.count(m)
-    nseg = plan.w_qt.shape[1] // nqt
-    parts = parts.view(b, h, nqt, nseg, SPLIT_BLOCK, d)
-    out, _ = merge_lse(parts, lses.view(b, h, nqt, nseg, SPLIT_BLOCK), dim=3, want_lse=False)
-    return out.flatten(2, 3)[:, :, :m].to(q.dtype)
+def _kval(padding: torch.Tensor | None, b: int, n: int, device: torch.device) -> torch.Tensor:
+    """(b, 1, n) int8 of the real keys; without padding a cached ones vector."""
+    if padding is not None:
+        return _i8(padding)[:, None]
+    return _filled(b, n, device, 1, torch.int8)[:, None]
+
+
+def _all_keys_rows(idx: torch.Tensor, cnt: torch.Tensor, nk: int, kval: torch.Tensor, qmask=None) -> Rows:
+    """Rows idx[b, :cnt[b]] (idx (b | 1, G) int32) that see every key marked in kval."""
+    return Rows(idx, cnt, split_plan(idx.shape[1], nk, idx.device, SPLIT_BLOCK), kval, qmask)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -93,17 +89,12 @@ def _window(
     half: int,
     dilation: int,
     causal: bool,
-    extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    extra: Extra | None,
     scale: float,
 ) -> torch.Tensor:
     """q, k, v (b, h, n, d); key_ok (b, n) or None (every key). Window over each residue class modulo
-    `dilation`."""
+    `dilation` (> 1); extra keys are gathered (extra.kx, extra.vx)."""
     b, h, n, d = q.shape
-    if dilation == 1:
-        plan = window_plan(n, half, causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
-        kval = _kval(key_ok, b, n, q.device)
-        out, _ = listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding), extra=extra)
-        return out
     if key_ok is None:
         key_ok = real_keys(None, b, n, q.device)
     m = -(-n // dilation)
@@ -117,12 +108,12 @@ def _window(
 
     ex = None
     if extra is not None:
-        kx, vx, xval = extra
-        g = kx.shape[2]
-        ex = tuple(
-            x[:, :, None].expand(b, h, dilation, g, d).reshape(b, h * dilation, g, d) for x in (kx, vx)
+        g = extra.kx.shape[2]
+        kx, vx = (
+            x[:, :, None].expand(b, h, dilation, g, d).reshape(b, h * dilation, g, d)
+            for x in (extra.kx, extra.vx)
         )
-        ex = (*ex, xval)
+        ex = Extra(extra.idx, extra.cnt, kx, vx)
     plan = window_plan(m, half, causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
     qval = None if padding is None else split_mask(padding)
     out, _ = listed_attention(
@@ -139,40 +130,59 @@ def sliding_window_gpu(
     padding: torch.Tensor | None,
     glob: torch.Tensor | None,
     scale: float,
+    tokens: GlobalTokens | None = None,
 ) -> torch.Tensor:
-    """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
+    """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim). tokens: the global
+    tokens of `glob` when the caller has them (cached per mask), else found here."""
     b, h, n, d = q.shape
+    if glob is not None and tokens is None:
+        tokens = GlobalTokens.of(glob)
+    if tokens is not None and tokens.g == 0:
+        tokens = None
+    kval = _kval(padding, b, n, q.device)
+    vec = tokens.kernel_vectors(padding) if tokens is not None else None
+    dilations = pattern.dilations(h)
+    if set(dilations) == {1}:
+        plan = window_plan(n, pattern.half, pattern.causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
+        if vec is None:
+            return listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding))[0]
+        extra = Extra(vec["idx"], vec["cnt"], slot=vec["slot"])
+        rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, qmask=vec["notglob"])
+        out, _ = listed_attention(
+            q, k, v, plan, vec["window_keys"], scale, qval=_qval(padding), extra=extra, rows=rows
+        )
+        return out
+
+    # dilation > 1 somewhere: window per residue class, global queries apart
     key_ok = padding
     extra = None
-    if glob is not None:
-        gidx, gused = global_index(glob)  # (b, G)
-        take = gidx[:, None, :, None].expand(-1, h, -1, d)
-        extra = (k.gather(2, take), v.gather(2, take), _i8(gused)[:, None])  # every query sees them
-        key_ok = ~glob if padding is None else padding & ~glob  # ... once: not again as window keys
-    dilations = pattern.dilations(h)
+    if tokens is not None:
+        take = tokens.idx[:, None, :, None].expand(-1, h, -1, d)
+        slots = torch.arange(tokens.g, device=q.device, dtype=torch.int32)[None]  # rows of the gathered keys
+        extra = Extra(slots, vec["cnt"], k.gather(2, take), v.gather(2, take))
+        key_ok = ~glob if padding is None else padding & ~glob  # global keys count once: not as window keys
     groups: dict[int, list[int]] = {}
     for head, dil in enumerate(dilations):
         groups.setdefault(dil, []).append(head)
-    if len(groups) == 1:
-        out = _window(q, k, v, key_ok, padding, pattern.half, dilations[0], pattern.causal, extra, scale)
-    else:
-        outs, order = [], []
-        for dil, heads in groups.items():
-            idx = torch.tensor(heads, device=q.device)
-            ex = None if extra is None else (extra[0][:, idx], extra[1][:, idx], extra[2])
-            part = _window(
-                q[:, idx], k[:, idx], v[:, idx], key_ok, padding, pattern.half, dil, pattern.causal, ex, scale
-            )
-            outs.append(part)
-            order.extend(heads)
-        inverse = torch.argsort(torch.tensor(order, device=q.device))
-        out = torch.cat(outs, dim=1)[:, inverse]
-    if glob is not None:
-        qg = q.gather(2, take)  # global queries see every real key
-        og = _everything(qg, k, v, _kval(padding, b, n, q.device), None, scale)
-        og = torch.where(gused[:, None, :, None], og, out.gather(2, take))  # unused slots keep theirs
-        out = out.scatter(2, take, og)
-    return out
+    outs, order = [], []
+    for dil, heads in groups.items():
+        idx = torch.tensor(heads, device=q.device)
+        ex = None if extra is None else Extra(extra.idx, extra.cnt, extra.kx[:, idx], extra.vx[:, idx])
+        qs, ks, vs = q[:, idx], k[:, idx], v[:, idx]
+        if dil == 1:
+            plan = window_plan(n, pattern.half, pattern.causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
+            kv = kval if key_ok is None else _i8(key_ok)[:, None]
+            part, _ = listed_attention(qs, ks, vs, plan, kv, scale, qval=_qval(padding), extra=ex)
+        else:
+            part = _window(qs, ks, vs, key_ok, padding, pattern.half, dil, pattern.causal, ex, scale)
+        outs.append(part)
+        order.extend(heads)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)[:, torch.argsort(torch.tensor(order))]
+    if tokens is None:
+        return out
+    rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval)
+    og, _ = listed_attention(q, k, v, empty_plan(n, q.device, SPLIT_BLOCK), kval, scale, rows=rows)
+    return torch.where(tokens.mask[:, None, :, None], og, out)  # og holds the global rows only
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -198,9 +208,20 @@ def _bigbird_plan(pattern: BlockSparse, n: int, heads: int, device: torch.device
     klist = expand_tiles(blocks, t, nkt).repeat_interleave(t.nsub, dim=1)  # one row per query tile
     hl = klist.shape[0]
     w_qt = torch.arange(t.nsub, (nb - 1) * t.nsub, device=device, dtype=torch.int32)
-    return Plan(
-        w_qt.expand(hl, -1).contiguous(), klist.to(torch.int32).contiguous(), t, t, nkt, covers_all=False
+    # the first and last blocks are `Rows` of the same call, so every row is covered
+    return Plan(w_qt.expand(hl, -1).contiguous(), klist.to(torch.int32).contiguous(), t, t, nkt)
+
+
+def _bigbird_rows(pattern: BlockSparse, n: int, b: int, kval: torch.Tensor) -> Rows:
+    """The first and last blocks (global queries) as rows that see every key."""
+    bs = pattern.block_size
+    last = (pattern.num_blocks(n) - 1) * bs
+    idx = cached(
+        ("bigbird-rows", bs, n, str(kval.device)),
+        lambda: torch.cat([torch.arange(bs), torch.arange(last, n)]).to(torch.int32)[None].to(kval.device),
     )
+    cnt = _filled(1, b, kval.device, idx.shape[1], torch.int32)[0]
+    return _all_keys_rows(idx, cnt, n, kval)
 
 
 def block_sparse_gpu(
@@ -215,23 +236,16 @@ def block_sparse_gpu(
     b, h, n, d = q.shape
     if pattern.is_dense(n):
         return dense_attention(q, k, v, False, padding, scale)
-    bs = pattern.block_size
-    nb = pattern.num_blocks(n)
     if isinstance(pattern.seed, torch.Tensor):
         plan = _bigbird_plan(pattern, n, h, q.device)
     else:
-        from .listed import cached
-
         plan = cached(
             ("bigbird", pattern, n, h, str(q.device)), lambda: _bigbird_plan(pattern, n, h, q.device)
         )
     kval = _kval(padding, b, n, q.device)
-    om, _ = listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding))
-    last = (nb - 1) * bs
-    qg = torch.cat([q[:, :, :bs], q[:, :, last:]], dim=2)  # the two global query blocks
-    qval = None if padding is None else _i8(torch.cat([padding[:, :bs], padding[:, last:]], 1))[:, None]
-    og = _everything(qg, k, v, kval, qval, scale)
-    return torch.cat([og[:, :, :bs], om[:, :, bs:last], og[:, :, bs:]], dim=2)
+    rows = _bigbird_rows(pattern, n, b, kval)
+    out, _ = listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding), rows=rows)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

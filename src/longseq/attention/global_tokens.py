@@ -1,0 +1,91 @@
+"""Global tokens of a Longformer call, found once per mask.
+
+The number of global tokens sizes tensors, so finding them reads one number back from the device.
+`global_tokens` keeps the answer for the last few (global_mask, padding_mask) tensors it saw, by
+identity and version counter, so a model whose layers share one mask reads it once per forward and
+a call repeated on the same mask never waits for the device.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(eq=False)
+class GlobalTokens:
+    """mask (b, n) bool: global and real. idx (b, G): positions, globals first in order; used (b, G):
+    which of the G slots hold a global token (rows have different counts); g = G."""
+
+    mask: torch.Tensor
+    idx: torch.Tensor
+    used: torch.Tensor
+    g: int
+    _gpu: dict = field(default_factory=dict, repr=False)
+
+    @staticmethod
+    def of(glob: torch.Tensor) -> GlobalTokens:
+        counts = glob.sum(1)
+        g = int(counts.max()) if glob.numel() else 0  # the one host read
+        idx = torch.sort((~glob).to(torch.uint8), dim=1, stable=True).indices[:, :g]
+        used = torch.arange(g, device=glob.device)[None, :] < counts[:, None]
+        return GlobalTokens(glob, idx, used, g)
+
+    def kernel_vectors(self, padding: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """What the gpu kernels read (built once): idx (b, G) and cnt (b,) int32; slot (b, n) int32,
+        the slot of each global position (-1 elsewhere); notglob (b, 1, n) int8; window_keys (b, 1, n)
+        int8, real keys that are not global."""
+        if not self._gpu:
+            b, n = self.mask.shape
+            idx = self.idx.to(torch.int32).contiguous()
+            cnt = self.used.sum(1).to(torch.int32)
+            slots = torch.arange(self.g, device=idx.device, dtype=torch.int32).expand(b, -1)
+            slot = torch.full((b, n + 1), -1, dtype=torch.int32, device=idx.device)
+            slot.scatter_(1, torch.where(self.used, self.idx, n), torch.where(self.used, slots, -1))
+            notglob = ~self.mask
+            keys = notglob if padding is None else notglob & padding
+            self._gpu.update(
+                idx=idx,
+                cnt=cnt,
+                slot=slot[:, :n].contiguous(),
+                notglob=notglob.to(torch.int8)[:, None].contiguous(),
+                window_keys=keys.to(torch.int8)[:, None].contiguous(),
+            )
+        return self._gpu
+
+
+_RECENT: list[tuple] = []  # (ref(global_mask), ref(padding_mask) | None, versions, GlobalTokens)
+
+
+def _version(t: torch.Tensor | None) -> int | None:
+    if t is None:
+        return None
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors keep no version counter
+        return -1
+
+
+@torch.compiler.disable  # a host read and a cache: always eager
+def global_tokens(
+    global_mask: torch.Tensor, padding_mask: torch.Tensor | None, glob: torch.Tensor | None = None
+) -> GlobalTokens:
+    """The global tokens of (global_mask & padding_mask): cached by the two tensors' identity.
+
+    glob, if given, is that mask already combined (bool). Inference tensors are never cached."""
+    versions = (_version(global_mask), _version(padding_mask))
+    for gref, pref, vers, tokens in _RECENT:
+        if gref() is global_mask and (pref() if pref else None) is padding_mask and vers == versions:
+            return tokens
+    if glob is None:
+        glob = global_mask if global_mask.dtype == torch.bool else global_mask != 0
+        if padding_mask is not None:
+            glob = glob & (padding_mask if padding_mask.dtype == torch.bool else padding_mask != 0)
+    tokens = GlobalTokens.of(glob)
+    if -1 not in versions:
+        pref = weakref.ref(padding_mask) if padding_mask is not None else None
+        _RECENT.insert(0, (weakref.ref(global_mask), pref, versions, tokens))
+        del _RECENT[8:]
+    return tokens
