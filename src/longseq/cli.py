@@ -16,6 +16,11 @@ EXAMPLES = """examples:
   longseq compare --task retrieval --models longformer reformer --steps 300
   longseq train --family bigbird --task listops --steps 2000 --output runs/bigbird
   longseq evaluate --model runs/bigbird/final --task listops
+  longseq train --model longformer-4096/ --data train.jsonl --eval-data valid.jsonl --output runs/cls
+  longseq train --model longformer-4096/ --data squad-train.json --eval-data squad-dev.json --output runs/qa
+  longseq train --model longformer-4096/ --data corpus.txt --objective mlm --output runs/mlm
+  longseq train --model reformer-lm/ --data corpus.txt --objective clm --block 4096 --output runs/clm
+  longseq evaluate --model runs/qa/final --data squad-dev.json           (exact match, F1 on token spans)
   longseq bench --seq 65536 --heads 4     every attention pattern checked, then timed
   longseq convert roberta-base/ longformer-4096/ --to longformer --max-length 4096 --attention-window 512
   longseq convert bert-base/ bigbird-4096/ --to bigbird --max-length 4096 --block-size 64

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,14 @@ def _given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, A
     return out
 
 
+OBJECTIVES = ("auto", "classify", "qa", "mlm", "clm")
+_OBJECTIVE_HELP = (
+    "what --data trains: classify, qa (SQuAD JSON), mlm or clm (raw text); auto: .json files are QA, "
+    ".txt / .text / .md / .raw files are LM (clm for a causal-LM folder, else mlm), the rest classify"
+)
+_TEXT_SUFFIXES = (".txt", ".text", ".md", ".raw")
+
+
 def add_parsers(sub: Any, examples: str) -> None:
     cmp = sub.add_parser(
         "compare", help="train and compare the architectures on a long-range task", epilog=examples
@@ -58,8 +67,15 @@ def add_parsers(sub: Any, examples: str) -> None:
     train = sub.add_parser("train", help="train one model on a built-in task", epilog=examples)
     train.add_argument("--family", choices=MODELS, help="a fresh model of this family (built-in tasks)")
     train.add_argument("--model", help="fine-tune this model folder (with --data)")
-    train.add_argument("--data", help="classification file to train on: JSONL, CSV or TSV (text, label)")
-    train.add_argument("--eval-data", help="classification file to evaluate on, same format")
+    train.add_argument(
+        "--data",
+        help="file to fine-tune on: classification JSONL / CSV / TSV (text, label), SQuAD JSON (QA), "
+        "or raw text (masked / causal LM)",
+    )
+    train.add_argument("--eval-data", help="file to evaluate on, same format")
+    train.add_argument("--objective", choices=OBJECTIVES, default="auto", help=_OBJECTIVE_HELP)
+    train.add_argument("--stride", type=int, default=128, help="QA: tokens shared by context windows")
+    train.add_argument("--block", type=int, default=None, help="LM: tokens per block (default: the model's)")
     train.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
     train.add_argument("--text-field", default="text")
     train.add_argument("--label-field", default="label")
@@ -80,7 +96,10 @@ def add_parsers(sub: Any, examples: str) -> None:
     )
     ev.add_argument("--model", required=True, help="model folder (from train, or any longseq / HF folder)")
     ev.add_argument("--task", choices=TASKS, default="listops")
-    ev.add_argument("--data", help="a classification file (JSONL / CSV / TSV) instead of a built-in task")
+    ev.add_argument("--data", help="a user file (as train --data) instead of a built-in task")
+    ev.add_argument("--objective", choices=OBJECTIVES, default="auto", help=_OBJECTIVE_HELP)
+    ev.add_argument("--stride", type=int, default=128, help="QA: tokens shared by context windows")
+    ev.add_argument("--block", type=int, default=None, help="LM: tokens per block (default: the model's)")
     ev.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
     ev.add_argument("--text-field", default="text")
     ev.add_argument("--label-field", default="label")
@@ -139,23 +158,89 @@ def _read_config(folder: str) -> dict:
     return read_config(folder)
 
 
-def _classifier(folder: str, label_names: list[str]) -> torch.nn.Module:
-    """The folder's model with a sequence-classification head for these labels (fresh if absent)."""
+def _with_head(folder: str, objective: str, **overrides: Any) -> torch.nn.Module:
+    """The folder's model with the head of `objective` (fresh when the folder has another)."""
     from .models import AutoModel
 
     config = _read_config(folder)
     base = AutoModel.class_for({**config, "architectures": None})
     module = __import__(base.__module__, fromlist=["_"])
-    name = (
-        base.__name__.replace("ModelWithLMHead", "Model").removesuffix("Model") + "ForSequenceClassification"
-    )
-    if not hasattr(module, name):
-        raise ValueError(f"{config.get('model_type')} has no sequence-classification head")
+    family = base.__name__.replace("ModelWithLMHead", "Model").removesuffix("Model")
+    suffix = {
+        "classify": "ForSequenceClassification",
+        "qa": "ForQuestionAnswering",
+        "mlm": "ForMaskedLM",
+        "clm": "ModelWithLMHead" if family == "Reformer" else "ForCausalLM",
+    }[objective]
+    if not hasattr(module, family + suffix):
+        raise ValueError(f"{config.get('model_type')} has no {objective} head ({family + suffix})")
+    if objective in ("mlm", "clm") and family in ("Reformer", "BigBird"):
+        overrides["is_decoder"] = objective == "clm"  # Reformer's LM heads insist on it
+    return getattr(module, family + suffix).from_pretrained(folder, allow_new_head=True, **overrides)
+
+
+def _classifier(folder: str, label_names: list[str]) -> torch.nn.Module:
+    """The folder's model with a sequence-classification head for these labels (fresh if absent)."""
     id2label = dict(enumerate(label_names))
     label2id = {v: k for k, v in id2label.items()}
-    return getattr(module, name).from_pretrained(
-        folder, allow_new_head=True, id2label=id2label, label2id=label2id
-    )
+    return _with_head(folder, "classify", id2label=id2label, label2id=label2id)
+
+
+def _objective(args: argparse.Namespace) -> str:
+    if args.objective != "auto":
+        return args.objective
+    suffix = Path(args.data).suffix.lower()
+    if suffix == ".json":
+        return "qa"
+    if suffix in _TEXT_SUFFIXES:
+        arch = (_read_config(args.model).get("architectures") or [""])[0]
+        return "clm" if arch.endswith(("ForCausalLM", "ModelWithLMHead")) else "mlm"
+    return "classify"
+
+
+def _file_task(args: argparse.Namespace, objective: str, train: bool) -> dict[str, Any]:
+    """QA / LM files: {model, tokenizer, data (train [, eval]), collate, metrics}."""
+    from types import SimpleNamespace
+
+    from .data import load_squad, load_text
+    from .models import AutoModel
+    from .pipelines import max_tokens
+    from .tokenization import Tokenizer
+    from .training import metrics as M
+    from .training import tasks
+
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token: batches cannot be padded")
+    model = _with_head(args.model, objective) if train else AutoModel.from_pretrained(args.model)
+    limit = max_tokens(SimpleNamespace(config=model.config), tokenizer)
+    files = [args.data] + ([args.eval_data] if train and getattr(args, "eval_data", None) else [])
+    if objective == "qa":
+        data = [tasks.qa_features(load_squad(f), tokenizer, limit, args.stride) for f in files]
+        collate, metrics = partial(tasks.pad_collate, pad_id=tokenizer.pad_token_id), M.qa_span_metrics
+    else:
+        block = args.block or limit
+        if not 1 < block <= limit:
+            raise ValueError(f"--block must be in 2..{limit} (the model's length), got {block}")
+        data = [tasks.lm_blocks(load_text(f), tokenizer, block) for f in files]
+        metrics = None
+        if objective == "mlm":
+            rule = tasks.MaskedLM(tokenizer, model.config.vocab_size)
+            collate = rule.collate
+            data = [data[0] if train else rule.mask_fixed(data[0]), *(rule.mask_fixed(d) for d in data[1:])]
+        else:
+            collate = partial(tasks.clm_collate, pad_id=tokenizer.pad_token_id)
+    return {"model": model, "tokenizer": tokenizer, "data": data, "collate": collate, "metrics": metrics}
+
+
+def _lm_figures(result: dict[str, float]) -> dict[str, float]:
+    """Perplexity and bits per token from a mean cross entropy (eval_loss), for LM objectives."""
+    from .training.metrics import bits_per_token, perplexity
+
+    if "eval_loss" not in result:
+        return result
+    loss = result["eval_loss"]
+    return {**result, "eval_perplexity": perplexity(loss), "eval_bits_per_token": bits_per_token(loss)}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -165,12 +250,18 @@ def _train(args: argparse.Namespace) -> int:
     c = _config(args, args.output)
     if (args.family is None) == (args.model is None):
         raise ValueError("give --family (a fresh model on a built-in task) or --model with --data")
+    metrics, objective = classification_metrics, "classify"
     if args.model is not None:
         if not args.data:
-            raise ValueError("--model needs --data (a classification file to fine-tune on)")
-        tokenizer, (encoded, names), collate = _user_data(args)
+            raise ValueError("--model needs --data (a file to fine-tune on)")
+        objective = _objective(args)
+        if objective == "classify":
+            tokenizer, (encoded, names), collate = _user_data(args)
+            model = _classifier(args.model, names)
+        else:
+            task = _file_task(args, objective, train=True)
+            model, encoded, collate, metrics = task["model"], task["data"], task["collate"], task["metrics"]
         splits = {"train": encoded[0], "valid": encoded[1] if len(encoded) > 1 else None}
-        model = _classifier(args.model, names)
     else:
         splits, vocab = load_task(c)
         torch.manual_seed(c.seed)
@@ -192,9 +283,7 @@ def _train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum,
         gradient_checkpointing=args.gradient_checkpointing,
     )
-    trainer = Trainer(
-        model, config, splits["train"], splits["valid"], collate_fn=collate, metrics=classification_metrics
-    )
+    trainer = Trainer(model, config, splits["train"], splits["valid"], collate_fn=collate, metrics=metrics)
     if args.resume:
         trainer.resume()
     result = trainer.train()
@@ -203,6 +292,8 @@ def _train(args: argparse.Namespace) -> int:
         from .convert import copy_tokenizer
 
         copy_tokenizer(Path(args.tokenizer or args.model), Path(args.output) / "final")
+    if objective in ("mlm", "clm"):
+        result = _lm_figures(result)
     print(json.dumps({"step": trainer.step, **result, "saved": str(Path(args.output) / "final")}))
     return 0
 
@@ -214,6 +305,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     c = _config(args, "runs/evaluate")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModel.from_pretrained(args.model, device=device)
+    if args.data and _objective(args) != "classify":
+        objective = _objective(args)
+        task = _file_task(args, objective, train=False)
+        config = TrainConfig(batch_size=c.batch_size, output_dir=str(Path(c.output_dir)), max_steps=1)
+        trainer = Trainer(
+            task["model"], config, task["data"][0], task["data"][0], collate_fn=task["collate"],
+            metrics=task["metrics"],
+        )  # fmt: skip
+        result = trainer.evaluate()
+        if objective in ("mlm", "clm"):
+            result = _lm_figures(result)
+        print(json.dumps({"model": args.model, "data": args.data, "objective": objective, **result}))
+        return 0
     if args.data:
         names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
         _, (encoded, _), collate_fn = _user_data(args, names)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._cache import tensor_key
+
 
 @dataclass(eq=False)
 class GlobalTokens:
@@ -56,16 +58,7 @@ class GlobalTokens:
         return self._gpu
 
 
-_RECENT: list[tuple] = []  # (ref(global_mask), ref(padding_mask) | None, versions, GlobalTokens)
-
-
-def _version(t: torch.Tensor | None) -> int | None:
-    if t is None:
-        return None
-    try:
-        return t._version
-    except RuntimeError:  # inference tensors keep no version counter
-        return -1
+_RECENT: list[tuple] = []  # (ref(global_mask), ref(padding_mask) | None, tensor keys, GlobalTokens)
 
 
 @torch.compiler.disable  # a host read and a cache: always eager
@@ -75,17 +68,18 @@ def global_tokens(
     """The global tokens of (global_mask & padding_mask): cached by the two tensors' identity.
 
     glob, if given, is that mask already combined (bool). Inference tensors are never cached."""
-    versions = (_version(global_mask), _version(padding_mask))
-    for gref, pref, vers, tokens in _RECENT:
-        if gref() is global_mask and (pref() if pref else None) is padding_mask and vers == versions:
+    keys = (tensor_key(global_mask), tensor_key(padding_mask))
+    cacheable = keys[0] is not None and (padding_mask is None or keys[1] is not None)
+    for gref, pref, cached_keys, tokens in _RECENT:
+        if gref() is global_mask and (pref() if pref else None) is padding_mask and cached_keys == keys:
             return tokens
     if glob is None:
         glob = global_mask if global_mask.dtype == torch.bool else global_mask != 0
         if padding_mask is not None:
             glob = glob & (padding_mask if padding_mask.dtype == torch.bool else padding_mask != 0)
     tokens = GlobalTokens.of(glob)
-    if -1 not in versions:
+    if cacheable:
         pref = weakref.ref(padding_mask) if padding_mask is not None else None
-        _RECENT.insert(0, (weakref.ref(global_mask), pref, versions, tokens))
+        _RECENT.insert(0, (weakref.ref(global_mask), pref, keys, tokens))
         del _RECENT[8:]
     return tokens

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ._cache import tensor_key
+
 __all__ = ["LSH", "BlockSparse", "Dense", "LocalChunks", "Pattern", "SlidingWindow"]
 
 
@@ -187,24 +189,7 @@ class BlockSparse(Pattern):
         _check_positive_int("num_blocks", num_blocks)
         r = self.num_random_blocks
         if isinstance(self.seed, torch.Tensor):
-            plan = self.seed.to(device=device, dtype=torch.int64)
-            rows = plan.shape[-2]
-            if rows == num_blocks - 2:
-                fill = plan.new_full((*plan.shape[:-2], 1, r), -1)
-                plan = torch.cat([fill, plan, fill], dim=-2)
-            elif rows != num_blocks:
-                raise ValueError(
-                    f"seed (an explicit plan) has {rows} rows but the input has {num_blocks} blocks: "
-                    f"give {num_blocks} rows (or {num_blocks - 2}, Hugging Face's layout)"
-                )
-            else:
-                plan = plan.clone()
-                plan[..., 0, :] = -1
-                plan[..., -1, :] = -1
-            inner = plan[..., 1:-1, :]
-            if inner.numel() and (inner.min() < 0 or inner.max() >= num_blocks):
-                raise ValueError(f"seed (an explicit plan) lists blocks outside 0..{num_blocks - 1}")
-            return plan
+            return _explicit_plan(self.seed, num_blocks, r, device)
         return _seeded_plan(self.seed, num_blocks, r, device)
 
     def counts(self, seq_len: int) -> torch.Tensor:
@@ -232,6 +217,42 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
         x = x ^ (x >> 15)
         x = (x * mult) & 0x7FFFFFFF
     return x ^ (x >> 16)
+
+
+_EXPLICIT: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # key -> (seed, validated plan)
+
+
+def _explicit_plan(seed: torch.Tensor, num_blocks: int, r: int, device) -> torch.Tensor:
+    """An explicit plan in the (num_blocks, r) layout with -1 on the global rows, validated. Built
+    once per seed tensor (kept by identity and version, the entry holding the seed), since the range
+    check reads the device."""
+    tk = tensor_key(seed)
+    key = None if tk is None else (*tk, num_blocks, str(device))
+    hit = _EXPLICIT.get(key) if key is not None else None
+    if hit is not None and hit[0] is seed:
+        return hit[1]
+    plan = seed.to(device=device, dtype=torch.int64)
+    rows = plan.shape[-2]
+    if rows == num_blocks - 2:
+        fill = plan.new_full((*plan.shape[:-2], 1, r), -1)
+        plan = torch.cat([fill, plan, fill], dim=-2)
+    elif rows != num_blocks:
+        raise ValueError(
+            f"seed (an explicit plan) has {rows} rows but the input has {num_blocks} blocks: "
+            f"give {num_blocks} rows (or {num_blocks - 2}, Hugging Face's layout)"
+        )
+    else:
+        plan = plan.clone()
+        plan[..., 0, :] = -1
+        plan[..., -1, :] = -1
+    inner = plan[..., 1:-1, :]
+    if inner.numel() and (inner.min() < 0 or inner.max() >= num_blocks):
+        raise ValueError(f"seed (an explicit plan) lists blocks outside 0..{num_blocks - 1}")
+    if key is not None:
+        if len(_EXPLICIT) > 64:
+            _EXPLICIT.clear()
+        _EXPLICIT[key] = (seed, plan)
+    return plan
 
 
 def _seeded_plan(seed: int, num_blocks: int, r: int, device: torch.device | str | None) -> torch.Tensor:

@@ -182,9 +182,20 @@ class BigBirdSelfAttention(nn.Module):
         self.causal = config.is_decoder
         self.attention_type = _check_type(config.attention_type)
         self.dropout = config.attention_probs_dropout_prob
+        self._patterns: dict[tuple, Pattern] = {}
 
     def pattern(self, n: int, device: torch.device) -> Pattern:
-        """The pattern for length n: from shapes and modes only (no host read, nothing changed)."""
+        """The pattern for length n: from shapes and modes only (no host read, nothing changed). Kept
+        per (length, mode, device): HF's train plan for a layer and length is the same every call."""
+        key = (n, self.training, self.paper_random_plan, self.causal, self.attention_type, str(device))
+        pattern = self._patterns.get(key)
+        if pattern is None:
+            if len(self._patterns) > 16:
+                self._patterns.clear()
+            pattern = self._patterns[key] = self._build_pattern(n, device)
+        return pattern
+
+    def _build_pattern(self, n: int, device: torch.device) -> Pattern:
         bs, r = self.block_size, self.r
         if self.causal or self.attention_type == "original_full" or n <= (5 + 2 * r) * bs:
             return Dense(causal=self.causal)

@@ -138,3 +138,32 @@ def token_classification_metrics(
         "accuracy": accuracy(pred[keep], y[keep]),
         "macro_f1": macro_f1(pred[keep], y[keep], num_classes=predictions[0].shape[-1]),
     }
+
+
+def qa_span_metrics(
+    predictions: list[tuple[torch.Tensor, torch.Tensor]],
+    labels: list[tuple[torch.Tensor, torch.Tensor]],
+    max_answer_tokens: int = 30,
+) -> dict[str, float]:
+    """Trainer metrics for extractive QA on token positions: exact match and F1 of the best span
+    (start <= end < start + max_answer_tokens, by start + end logit) against the labelled span."""
+    em, f1 = [], []
+    for (start_logits, end_logits), (gold_s, gold_e) in zip(predictions, labels, strict=True):
+        t = start_logits.shape[-1]
+        # best end for each start within the allowed length: a sliding max over end logits
+        ends = torch.nn.functional.pad(end_logits, (0, max_answer_tokens - 1), value=float("-inf"))
+        window = ends.unfold(-1, max_answer_tokens, 1)[..., :t, :]  # (B, T, max_answer_tokens)
+        best, offset = window.max(-1)
+        s = (start_logits + best).argmax(-1)  # (B,)
+        e = s + offset.gather(-1, s[:, None])[:, 0]
+        for ps, pe, gs, ge in zip(
+            s.tolist(), e.tolist(), _flat(gold_s).tolist(), _flat(gold_e).tolist(), strict=True
+        ):
+            em.append(float(ps == gs and pe == ge))
+            overlap = max(0, min(pe, ge) - max(ps, gs) + 1)
+            if overlap == 0:
+                f1.append(0.0)
+                continue
+            p, r = overlap / (pe - ps + 1), overlap / (ge - gs + 1)
+            f1.append(2 * p * r / (p + r))
+    return {"exact_match": sum(em) / len(em), "f1": sum(f1) / len(f1)}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from .._cache import tensor_key
 from .._common import len_norm, pad_seq, real_keys
 from ..dense import dense_attention
 from ..global_tokens import GlobalTokens
@@ -224,6 +225,9 @@ def _bigbird_rows(pattern: BlockSparse, n: int, b: int, kval: torch.Tensor) -> R
     return _all_keys_rows(idx, cnt, n, kval)
 
 
+_TENSOR_PLANS: dict[tuple, tuple[torch.Tensor, Plan]] = {}  # key -> (seed, plan): the entry holds the seed
+
+
 def block_sparse_gpu(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -236,8 +240,19 @@ def block_sparse_gpu(
     b, h, n, d = q.shape
     if pattern.is_dense(n):
         return dense_attention(q, k, v, False, padding, scale)
-    if isinstance(pattern.seed, torch.Tensor):
-        plan = _bigbird_plan(pattern, n, h, q.device)
+    if isinstance(pattern.seed, torch.Tensor):  # an explicit plan: kept per seed tensor
+        seed = pattern.seed
+        tk = tensor_key(seed)
+        key = None if tk is None else (*tk, pattern.block_size, n, h, str(q.device))
+        hit = _TENSOR_PLANS.get(key) if key is not None else None
+        if hit is not None and hit[0] is seed:
+            plan = hit[1]
+        else:
+            plan = _bigbird_plan(pattern, n, h, q.device)
+            if key is not None:
+                if len(_TENSOR_PLANS) > 64:
+                    _TENSOR_PLANS.clear()
+                _TENSOR_PLANS[key] = (seed, plan)
     else:
         plan = cached(
             ("bigbird", pattern, n, h, str(q.device)), lambda: _bigbird_plan(pattern, n, h, q.device)
