@@ -98,7 +98,10 @@ def _check(name: str) -> dict:
     k32 = q32 if shared else ins32[1]
     ref = attend(q32, k32, v32, pattern, padding_mask=padding, global_mask=global_mask, backend="reference")
     go = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # inference takes another path (no autograd node): the same bits
+        again = gpu_attention(q, k, v, pattern, pad, glob, default_scale(q.shape[-1], None))
     res = {"nan": bool(out.isnan().any()), "dtype_ok": out.dtype == q.dtype, "shape_ok": out.shape == q.shape}
+    res["no_grad_equal"] = bool(torch.equal(again, out.detach()))
     pairs = [("out", out, fast, ref)]
     for i, (g, gf, gr) in enumerate(
         zip(
@@ -149,6 +152,7 @@ def test_kernel_matches_reference(results: dict, name: str) -> None:
     assert not res["nan"]
     assert res["dtype_ok"] and res["shape_ok"]
     assert res["padded_rows_zero"]
+    assert res["no_grad_equal"]
     dtype = CASES[name][1].get("dtype", "float32")
     for key in [k for k in res if k == "out" or k.startswith("grad")]:  # relative Frobenius errors
         err, torch_err = res[key]

@@ -373,7 +373,17 @@ def listed_attention(
     if extra is not None and extra.kx is not None:
         kx, vx = _unit_last(extra.kx.to(q.dtype)), _unit_last(extra.vx.to(q.dtype))
     assert pos is None or rows is None, "rows that see every key take no positions"
-    return _ListedAttention.apply(q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale)
+    args = (q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kx, vx)):
+        return _ListedAttention.apply(*args)
+    return _ListedAttention.forward(_NoGrad(), *args)  # inference: no autograd node (its host cost)
+
+
+class _NoGrad:
+    """Stands for the autograd context when nothing needs a gradient."""
+
+    def save_for_backward(self, *tensors: torch.Tensor | None) -> None:
+        pass
 
 
 def merge_lse(
