@@ -33,6 +33,11 @@ CASES: dict[str, tuple] = {
     "window_per_head_dilation_global": (SlidingWindow(6, dilation=(1, 3)), {"n": 91, "glob": True}),
     "window_causal_global": (SlidingWindow(10, causal=True), {"n": 97, "glob": True}),
     "window_many_global": (SlidingWindow(8), {"n": 150, "h": 1, "glob": 70}),
+    "window_global_keys_only": (SlidingWindow(8, global_rows=False), {"n": 100, "glob": True}),
+    "window_global_keys_only_dilated": (
+        SlidingWindow(8, dilation=(1, 2), global_rows=False),
+        {"n": 90, "glob": 9},
+    ),
     "window_many_global_dilated": (SlidingWindow(8, dilation=2), {"n": 150, "h": 1, "glob": 70}),
     "window_bf16": (SlidingWindow(16), {"n": 120, "dtype": "bfloat16", "glob": True}),
     "window_fp16_d24": (SlidingWindow(12, causal=True), {"n": 75, "d": 24, "dtype": "float16"}),

@@ -176,3 +176,18 @@ def _bf16_dense_math(low, pattern) -> torch.Tensor:
     counts = pattern.counts(n)
     scores = (q @ k.transpose(-1, -2)) * d**-0.5 + counts.float().log().bfloat16()
     return (torch.softmax(scores, -1) @ v).float()
+
+
+def test_global_rows_false_keeps_only_the_global_columns() -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 20, 4) for _ in range(3))
+    glob = torch.zeros(1, 20, dtype=torch.bool)
+    glob[0, 10] = True
+    both = attend(q, k, v, SlidingWindow(2), global_mask=glob, backend="reference")
+    keys = attend(q, k, v, SlidingWindow(2, global_rows=False), global_mask=glob, backend="reference")
+    plain = attend(q, k, v, SlidingWindow(2), backend="reference")
+    assert torch.allclose(both[:, :, :10], keys[:, :, :10]) and torch.allclose(
+        both[:, :, 11:], keys[:, :, 11:]
+    )
+    assert torch.allclose(keys[:, :, 10], plain[:, :, 10])  # the global row sees its window only
+    assert not torch.allclose(both[:, :, 10], keys[:, :, 10])  # where the symmetric pattern sees all

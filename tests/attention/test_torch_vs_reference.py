@@ -81,12 +81,15 @@ def test_dense(s: dict, causal: bool) -> None:
     causal=st.booleans(),
     dilation=st.one_of(st.integers(1, 3), st.just("per-head")),
     with_global=st.booleans(),
+    global_rows=st.booleans(),
 )
-def test_sliding_window(s: dict, half: int, causal: bool, dilation: object, with_global: bool) -> None:
+def test_sliding_window(
+    s: dict, half: int, causal: bool, dilation: object, with_global: bool, global_rows: bool
+) -> None:
     q, k, v, padding, grad, gen = inputs(s)
     if dilation == "per-head":
         dilation = tuple(int(d) for d in torch.randint(1, 4, (s["heads"],), generator=gen))
-    pattern = SlidingWindow(2 * half, dilation=dilation, causal=causal)
+    pattern = SlidingWindow(2 * half, dilation=dilation, causal=causal, global_rows=global_rows)
     glob = None
     if with_global:
         glob = torch.rand(s["batch"], s["seq"], generator=gen) < 0.15

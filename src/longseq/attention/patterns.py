@@ -62,12 +62,15 @@ class SlidingWindow(Pattern):
     Non-causal: query i sees key j when |i - j| <= (window / 2) * dilation and (i - j) % dilation
     == 0. Causal: when 0 <= i - j <= (window / 2) * dilation, same divisibility. With `global_mask`
     global tokens see every real token and every token sees every global token. `dilation` is an
-    int or a tuple with one value per head.
+    int or a tuple with one value per head. `global_rows=False`: global tokens are only keys that
+    every query sees, their own rows see what a plain token sees (a Longformer layer computes the
+    global rows apart, with their own projections, and overwrites these).
     """
 
     window: int
     dilation: int | tuple[int, ...] = 1
     causal: bool = False
+    global_rows: bool = True
 
     supports_global = True
 

@@ -39,7 +39,9 @@ def reference(
     counts = counts.to(q.device)
     counts = counts.expand(b, h, nq, nk)  # (seq, seq) or (heads, seq, seq) patterns
     if glob is not None:
-        touches_global = glob[:, None, :, None] | glob[:, None, None, :]
+        touches_global = glob[:, None, None, :]  # every query sees the global keys
+        if getattr(pattern, "global_rows", True):
+            touches_global = touches_global | glob[:, None, :, None]  # and they see every key
         counts = torch.where(touches_global, torch.ones_like(counts), counts)
     real = real_keys(padding, b, nk, q.device)
     counts = counts * real[:, None, None, :]

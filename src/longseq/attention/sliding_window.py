@@ -170,7 +170,7 @@ def sliding_window_attention(
         inverse = torch.argsort(torch.tensor(order, device=q.device))
         out = torch.cat(outs, dim=1)[:, inverse]
 
-    if glob is not None:
+    if glob is not None and pattern.global_rows:
         # global queries see every real key
         qg = q.gather(2, gidx[:, None, :, None].expand(-1, h, -1, q.shape[-1]))  # (b, h, G, d)
         sg = torch.matmul(qg, k.transpose(-1, -2)).float()  # (b, h, G, n)

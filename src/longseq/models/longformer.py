@@ -68,7 +68,8 @@ class LongformerSelfAttention(nn.Module):
         for name in _ATTENTION:
             setattr(self, name, nn.Linear(hidden, hidden))
         dil: int | tuple[int, ...] = dilation[0] if len(set(dilation)) == 1 else tuple(dilation)
-        self.pattern = SlidingWindow(window, dilation=dil, causal=causal)
+        # global rows come from query_global / key_global / value_global below, not from attend
+        self.pattern = SlidingWindow(window, dilation=dil, causal=causal, global_rows=False)
         self.dropout = config.attention_probs_dropout_prob
 
     def forward(self, x: Tensor, padding_mask: Tensor, global_mask: Tensor | None) -> Tensor:

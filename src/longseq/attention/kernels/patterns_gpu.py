@@ -148,7 +148,9 @@ def sliding_window_gpu(
         if vec is None:
             return listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding))[0]
         extra = Extra(vec["idx"], vec["cnt"], slot=vec["slot"])
-        rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, qmask=vec["notglob"])
+        rows = None
+        if pattern.global_rows:
+            rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, qmask=vec["notglob"])
         out, _ = listed_attention(
             q, k, v, plan, vec["window_keys"], scale, qval=_qval(padding), extra=extra, rows=rows
         )
@@ -179,7 +181,7 @@ def sliding_window_gpu(
         outs.append(part)
         order.extend(heads)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)[:, torch.argsort(torch.tensor(order))]
-    if tokens is None:
+    if tokens is None or not pattern.global_rows:
         return out
     rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval)
     og, _ = listed_attention(q, k, v, empty_plan(n, q.device, SPLIT_BLOCK), kval, scale, rows=rows)
