@@ -185,27 +185,9 @@ def test_transposed_list_counts_repeats() -> None:
     assert lists == [[0, 1], [0, 0], [1]]
 
 
-def _patch_interpreter() -> None:
-    """Triton 3.6's interpreter calls int() on 1-element arrays (loop bounds read at run time), which
-    numpy >= 2.4 refuses; read the element instead."""
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-    if getattr(original, "_longseq", False):
-        return
-
-    def patched(tensor, scope) -> None:
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    patched._longseq = True  # type: ignore[attr-defined]
-    interpreter._patch_lang_tensor = patched
-
-
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1", "run through pytest (it sets TRITON_INTERPRET=1)"
     torch.set_num_threads(1)
-    _patch_interpreter()
     part = int(sys.argv[1])
     out = {}
     for i, case in enumerate(sorted(CASES)):

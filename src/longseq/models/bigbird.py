@@ -38,6 +38,7 @@ from .encoder import (
     check_unsupported,
     merge_heads,
     prefixed,
+    project,
     split_heads,
     weight_and_bias,
 )
@@ -208,7 +209,7 @@ class BigBirdSelfAttention(nn.Module):
         return BlockSparse(bs, r, seed=torch.zeros(nb - 2, r, dtype=torch.long, device=device))
 
     def forward(self, x: Tensor, padding_mask: Tensor | None) -> Tensor:
-        q, k, v = (split_heads(proj(x), self.heads) for proj in (self.query, self.key, self.value))
+        q, k, v = (split_heads(t, self.heads) for t in project(x, self.query, self.key, self.value))
         pattern = self.pattern(x.shape[1], x.device)
         # HF has no attention dropout in its block-sparse attention
         p = self.dropout if self.training and isinstance(pattern, Dense) else 0.0

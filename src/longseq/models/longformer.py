@@ -25,6 +25,7 @@ from .encoder import (
     check_unsupported,
     merge_heads,
     prefixed,
+    project,
     split_heads,
     weight_and_bias,
 )
@@ -74,7 +75,7 @@ class LongformerSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor, global_mask: Tensor | None) -> Tensor:
         h = self.heads
-        q, k, v = (split_heads(proj(x), h) for proj in (self.query, self.key, self.value))  # (b, h, n, d)
+        q, k, v = (split_heads(t, h) for t in project(x, self.query, self.key, self.value))  # (b, h, n, d)
         p = self.dropout if self.training else 0.0
         out = attend(q, k, v, self.pattern, padding_mask=padding_mask, global_mask=global_mask, dropout=p)
         if global_mask is not None:
@@ -88,9 +89,11 @@ class LongformerSelfAttention(nn.Module):
         idx, used = tokens.idx, tokens.used
         if idx.shape[1] == 0:
             return out
-        xg = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # (b, G, hidden)
+        # index_select keeps no copy of x for backward (gather would keep all of it)
+        rows = (idx + n * torch.arange(b, device=idx.device)[:, None]).flatten()
+        xg = x.flatten(0, 1).index_select(0, rows).view(b, -1, x.shape[-1])  # (b, G, hidden)
         qg = split_heads(self.query_global(xg), h)  # (b, h, G, d)
-        kg, vg = split_heads(self.key_global(x), h), split_heads(self.value_global(x), h)
+        kg, vg = (split_heads(t, h) for t in project(x, self.key_global, self.value_global))
         og = attend(qg, kg, vg, Dense(), padding_mask=padding, dropout=p)  # (b, h, G, d)
         slot = idx.masked_fill(~used, n)[:, None, :, None].expand(-1, h, -1, d)  # unused: scratch row
         full = torch.cat([out, out.new_zeros(b, h, 1, d)], dim=2).scatter(2, slot, og.to(out.dtype))

@@ -18,6 +18,27 @@ import os
 import torch
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _patch_interpreter() -> None:
+    """Triton 3.6's interpreter calls int() on 1-element arrays (loop bounds read at run time), which
+    numpy >= 2.4 refuses; read the element instead."""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_longseq", False):
+        return
+
+    def patched(tensor, scope) -> None:
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._longseq = True  # type: ignore[attr-defined]
+    interpreter._patch_lang_tensor = patched
+
+
+if _INTERPRET:
+    _patch_interpreter()
 _OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg")
 
 
