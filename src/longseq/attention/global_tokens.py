@@ -16,6 +16,19 @@ import torch
 from ._cache import tensor_key
 
 
+def global_index(glob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of global tokens per row, (batch, G), and which of the G slots are used.
+
+    G, the largest number of global tokens in a row, sizes tensors, so it is read on the host (the
+    torch backend calls this once per call; `global_tokens` once per mask tensor).
+    """
+    counts = glob.sum(1)
+    g = int(counts.max()) if glob.numel() else 0
+    order = torch.sort((~glob).to(torch.uint8), dim=1, stable=True).indices[:, :g]  # globals first
+    used = torch.arange(g, device=glob.device)[None, :] < counts[:, None]
+    return order, used
+
+
 @dataclass(eq=False)
 class GlobalTokens:
     """mask (b, n) bool: global and real. idx (b, G): positions, globals first in order; used (b, G):
@@ -29,11 +42,8 @@ class GlobalTokens:
 
     @staticmethod
     def of(glob: torch.Tensor) -> GlobalTokens:
-        counts = glob.sum(1)
-        g = int(counts.max()) if glob.numel() else 0  # the one host read
-        idx = torch.sort((~glob).to(torch.uint8), dim=1, stable=True).indices[:, :g]
-        used = torch.arange(g, device=glob.device)[None, :] < counts[:, None]
-        return GlobalTokens(glob, idx, used, g)
+        idx, used = global_index(glob)
+        return GlobalTokens(glob, idx, used, idx.shape[1])
 
     def kernel_vectors(self, padding: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """What the gpu kernels read (built once): idx (b, G) and cnt (b,) int32; slot (b, n) int32,

@@ -13,20 +13,8 @@ from __future__ import annotations
 import torch
 
 from ._common import masked_softmax, pad_seq, real_keys
+from .global_tokens import global_index
 from .patterns import SlidingWindow
-
-
-def global_index(glob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions of global tokens per row, (batch, G), and which of the G slots are used.
-
-    G, the largest number of global tokens in a row, sizes tensors, so it is read on the host: the
-    one synchronisation of this backend, made only when `global_mask` is given.
-    """
-    counts = glob.sum(1)
-    g = int(counts.max())
-    order = torch.sort((~glob).to(torch.uint8), dim=1, stable=True).indices[:, :g]  # globals first
-    used = torch.arange(g, device=glob.device)[None, :] < counts[:, None]
-    return order, used
 
 
 def neighbour_blocks(

@@ -3,7 +3,7 @@
 `available()` says whether triton imports; `gpu_attention` runs a pattern through the kernels
 (CUDA tensors; on CPU only under Triton's interpreter, TRITON_INTERPRET=1, which the tests use).
 The kernels live in `_flash.py`, their autograd glue in `listed.py`, the per-pattern glue in
-`patterns_gpu.py`.
+`patterns_gpu.py`, the lean launch path in `launch.py`.
 """
 
 from __future__ import annotations

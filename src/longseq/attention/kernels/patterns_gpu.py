@@ -51,17 +51,17 @@ def _qval(padding: torch.Tensor | None) -> torch.Tensor | None:
     return None if padding is None else _i8(padding)[:, None]  # (b, 1, n)
 
 
-_ONES: dict[tuple, torch.Tensor] = {}
+_FILLED: dict[tuple, torch.Tensor] = {}
 
 
 def _filled(b: int, n: int, device: torch.device, value: int, dtype: torch.dtype) -> torch.Tensor:
     """A cached (b, n) constant (the kernels only read it)."""
     key = (b, n, device, value, dtype)
-    t = _ONES.get(key)
+    t = _FILLED.get(key)
     if t is None:
-        if len(_ONES) > 64:
-            _ONES.clear()
-        t = _ONES[key] = torch.full((b, n), value, dtype=dtype, device=device)
+        if len(_FILLED) > 64:
+            _FILLED.clear()
+        t = _FILLED[key] = torch.full((b, n), value, dtype=dtype, device=device)
     return t
 
 
