@@ -73,3 +73,20 @@ def test_empty_grid_launches_nothing(lean) -> None:
     fn = _FakeKernel()
     L.launch(fn, (0, 4), (torch.zeros(4),), (1,), L.Consts(fn, {"BLOCK": 16}))
     assert fn.log == []
+
+
+def test_a_launcher_of_another_shape_falls_back_to_triton(lean, monkeypatch) -> None:
+    fn = _FakeKernel()
+    c = L.Consts(fn, {"BLOCK": 16})
+    x = torch.zeros(16)
+    monkeypatch.setattr(L, "_DIRECT", [True])
+    L.launch(fn, (1, 1), (x, x), (3, 4), c)
+
+    def refuse(*args) -> None:
+        raise TypeError("run() takes 9 positional arguments")
+
+    monkeypatch.setattr(_Compiled, "run", refuse)
+    with pytest.warns(UserWarning, match="lean Triton launch does not fit"):
+        L.launch(fn, (1, 1), (x, x), (3, 4), c)
+    L.launch(fn, (1, 1), (x, x), (3, 4), c)
+    assert [e[0] for e in fn.log] == ["triton"] * 3  # the same launch, through Triton each time

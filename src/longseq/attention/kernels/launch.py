@@ -14,6 +14,7 @@ Under Triton's CPU interpreter (TRITON_INTERPRET=1) every launch goes through Tr
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -83,8 +84,21 @@ def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Const
                 _COMPILED.clear()
             _COMPILED[key] = kernel
         return
+    if not _DIRECT[0]:
+        fn[grid](*ptrs, *scalars, **consts.kwargs)
+        return
     stream = torch._C._cuda_getCurrentRawStream(ptrs[0].device.index)
-    kernel.run(  # type: ignore[attr-defined]
-        grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None, None, None,  # type: ignore[attr-defined]
-        *ptrs, *scalars, *consts.values,
-    )  # fmt: skip
+    try:
+        kernel.run(  # type: ignore[attr-defined]
+            grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None, None, None,  # type: ignore[attr-defined]
+            *ptrs, *scalars, *consts.values,
+        )  # fmt: skip
+    except (TypeError, AttributeError) as e:  # another Triton's launcher: use Triton's own path from now on
+        warnings.warn(
+            f"the lean Triton launch does not fit this Triton ({e}); launching through Triton", stacklevel=2
+        )
+        _DIRECT[0] = False
+        fn[grid](*ptrs, *scalars, **consts.kwargs)
+
+
+_DIRECT = [True]  # False once the compiled kernel's launcher turned out not to take our arguments
