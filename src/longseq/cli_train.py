@@ -124,6 +124,16 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if report["results"] else 1
 
 
+def _tokenizer(args: argparse.Namespace) -> Any:
+    """The tokenizer of --tokenizer or the model folder; batches of user files need its pad token."""
+    from .tokenization import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token: batches cannot be padded")
+    return tokenizer
+
+
 def _user_data(args: argparse.Namespace, label_names: list[str] | None = None) -> tuple[Any, Any, Any]:
     """(tokenizer, encoded datasets for --data and --eval-data, collate) for classification files."""
     from functools import partial
@@ -132,11 +142,8 @@ def _user_data(args: argparse.Namespace, label_names: list[str] | None = None) -
     from .data import collate, load_classification
     from .models import AutoModel
     from .pipelines import max_tokens
-    from .tokenization import Tokenizer
 
-    tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
-    if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token: batches cannot be padded")
+    tokenizer = _tokenizer(args)
     config = AutoModel.class_for(_read_config(args.model)).config_class.from_pretrained(args.model)
     limit = max_tokens(SimpleNamespace(config=config), tokenizer)
     files = [args.data] + ([args.eval_data] if getattr(args, "eval_data", None) else [])
@@ -205,13 +212,10 @@ def _file_task(args: argparse.Namespace, objective: str, train: bool) -> dict[st
     from .data import load_squad, load_text
     from .models import AutoModel
     from .pipelines import max_tokens
-    from .tokenization import Tokenizer
     from .training import metrics as M
     from .training import tasks
 
-    tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
-    if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token: batches cannot be padded")
+    tokenizer = _tokenizer(args)
     model = _with_head(args.model, objective) if train else AutoModel.from_pretrained(args.model)
     limit = max_tokens(SimpleNamespace(config=model.config), tokenizer)
     files = [args.data] + ([args.eval_data] if train and getattr(args, "eval_data", None) else [])

@@ -386,13 +386,11 @@ class _NoGrad:
         pass
 
 
-def merge_lse(
-    outs: torch.Tensor, lses: torch.Tensor, dim: int, want_lse: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def merge_lse(outs: torch.Tensor, lses: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Combine partial softmax results along `dim` by log-sum-exp (parts that saw nothing weigh 0).
 
-    outs (..., P, ..., d), lses of the same shape without d. Returns (out, lse) with `dim` removed
-    (lse None unless `want_lse`). The weights are exp(lse - max): the largest is 1, so their sum is 0
+    outs (..., P, ..., d), lses of the same shape without d. Returns (out, lse) with `dim` removed.
+    The weights are exp(lse - max): the largest is 1, so their sum is 0
     (nothing seen: out 0, lse -inf) or at least 1, and clamping it at 1 only touches unseen rows.
     """
     m = torch.nan_to_num(lses.detach().amax(dim, keepdim=True), neginf=0.0)
@@ -400,8 +398,6 @@ def merge_lse(
     total = wts.sum(dim, keepdim=True)
     denom = total.clamp_min(1.0)
     out = (outs * (wts / denom).unsqueeze(-1)).sum(dim)
-    if not want_lse:
-        return out, None
     lse = torch.where(total.detach() > 0, m + torch.log(denom), float("-inf")).squeeze(dim)
     return out, lse
 
