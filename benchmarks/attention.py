@@ -70,6 +70,10 @@ def check(name, pattern, n, b=2, h=H, d=D, dtype=BF16, glob=False, pad=(37, 300)
     lean_ok = torch.equal(again[0], got[0]) and all(
         rel(a, g) < 1e-3 for a, g in zip(again[1:], got[1:], strict=True)
     )
+    with torch.no_grad():  # inference skips the autograd node: the same output bits
+        kk = ins[0] if shared else ins[1]
+        plain = attend(ins[0], kk, ins[-1], pattern, padding_mask=padding, global_mask=gm, backend="gpu")
+    lean_ok = lean_ok and torch.equal(plain, got[0])
     base = run("torch", ins)
     errs = [rel(g, r) for g, r in zip(got, ref, strict=True)]
     base_errs = [rel(t, r) for t, r in zip(base, ref, strict=True)]
@@ -82,11 +86,80 @@ def check(name, pattern, n, b=2, h=H, d=D, dtype=BF16, glob=False, pad=(37, 300)
     print("check", row, flush=True)
 
 
+def check_dropout(name, pattern, n, b=2, h=H, d=D, glob=False, p=0.1, pad=(37, 300)):
+    """Attention dropout in the kernels against the dense reference given the kernels' own keep mask
+    (positions are the kernels' rows for these patterns): fp32 to 1e-4, and bf16 within twice the
+    error of dense bf16 math under the same mask and keep mask."""
+    from longseq.attention.kernels.dropout import keep_mask, new_seed
+    from longseq.attention.reference import reference
+
+    gen = torch.Generator(device=DEV).manual_seed(n)
+    base = [torch.randn(b, h, n, d, device=DEV, generator=gen) for _ in range(3)]
+    padding = torch.arange(n, device=DEV)[None] < (n - torch.tensor(pad[:b], device=DEV))[:, None]
+    gm = None
+    if glob:
+        gm = torch.zeros(b, n, dtype=torch.bool, device=DEV)
+        gm[:, [0, n // 2]] = True
+    go = torch.randn(b, h, n, d, device=DEV, generator=gen)
+    torch.manual_seed(11)
+    seed = new_seed(torch.device(DEV))
+    z = (torch.arange(b, device=DEV)[:, None] * h + torch.arange(h, device=DEV))[:, :, None, None]
+    idx = torch.arange(n, device=DEV)
+    keep = keep_mask(seed, z, idx[:, None], idx[None, :], p)
+
+    def run(fn, dtype):
+        ts = [t.to(dtype).requires_grad_(True) for t in base]
+        out = fn(*ts)
+        return [out, *torch.autograd.grad(out, ts, go.to(out.dtype))]
+
+    def gpu(q, k, v):
+        torch.manual_seed(11)  # the same seed words as `keep`
+        return attend(q, k, v, pattern, padding_mask=padding, global_mask=gm, backend="gpu", dropout=p)
+
+    def ref(q, k, v):
+        return reference(q, k, v, pattern, padding_mask=padding, global_mask=gm, dropout=p, keep=keep)
+
+    def dense_bf16(q, k, v):  # PyTorch's bf16 math under the same mask: scores, softmax, dropout in bf16
+        from longseq.attention._common import masked_softmax
+
+        counts = pattern.counts(n).to(DEV).expand(b, h, n, n)
+        if gm is not None:
+            counts = torch.where(gm[:, None, None, :] | gm[:, None, :, None], 1, counts)
+        counts = counts * padding[:, None, None, :]
+        scores = torch.matmul(q, k.transpose(-1, -2)) * d**-0.5
+        probs, _ = masked_softmax(scores, counts > 0)
+        out = torch.matmul((probs * keep / (1 - p)).to(v.dtype), v)
+        return out * padding[:, None, :, None]
+
+    want = run(ref, torch.float32)
+    rows = {}
+    for dtype in (torch.float32, BF16):
+        got = run(gpu, dtype)
+        errs = [rel(g, w) for g, w in zip(got, want, strict=True)]
+        if dtype == torch.float32:
+            ok = all(e <= 1e-4 for e in errs)
+            base_errs = None
+        else:
+            base_errs = [rel(g, w) for g, w in zip(run(dense_bf16, BF16), want, strict=True)]
+            ok = all(e <= 2 * be + 1e-4 for e, be in zip(errs, base_errs, strict=True))
+        ok = ok and not any(bool(t.isnan().any()) for t in got)
+        rows[str(dtype)] = ok
+        row = dict(name=f"{name} dropout {p}", n=n, dtype=str(dtype).split(".")[-1], d=d, ok=ok, nan=False,
+                   lean_ok=True, gpu_err=[round(e, 6) for e in errs],
+                   torch_err=None if base_errs is None else [round(e, 6) for e in base_errs])  # fmt: skip
+        CHECKS.append(row)
+        print("check", row, flush=True)
+
+
 def correctness() -> None:
+    check_dropout("window512+2 global", SlidingWindow(512), 1337, glob=True)
+    check_dropout("local64", LocalChunks(64), 1000)
+    check_dropout("bigbird64 r3", BlockSparse(64, 3, seed=0), 1100)
     check("window512+2 global", SlidingWindow(512), 1337, glob=True)
     check("window64 dilated causal +global", SlidingWindow(64, dilation=2, causal=True), 1001, glob=True)
     check("window256+100 global", SlidingWindow(256), 2000, glob=100)
     check("window512 causal +2 global", SlidingWindow(512, causal=True), 1500, glob=True)
+    check("window256 keys-only global", SlidingWindow(256, global_rows=False), 1337, glob=True)
     check("bigbird64 r3 fp32", BlockSparse(64, 3, seed=0), 1100, h=4, dtype=torch.float32)  # then bf16
     check("bigbird64 r3", BlockSparse(64, 3, seed=0), 1100)
     check("local64", LocalChunks(64), 1000)
@@ -187,6 +260,16 @@ def time_window(n: int) -> None:
     bm = flex_masks(n, "window")
     time_pair("flex", label, n, lambda: (flex()(q, k, v, block_mask=bm), [q, k, v]))
     time_pair("sdpa dense", label, n, lambda: (F.scaled_dot_product_attention(q, k, v), [q, k, v]))
+    # training with attention dropout 0.1 (HF's default): in the kernels (Flex has no dropout)
+    label = "window512+1 global, dropout 0.1"
+    time_pair(
+        "longseq gpu",
+        label,
+        n,
+        lambda: (attend(q, k, v, window, global_mask=gm, backend="gpu", dropout=0.1), [q, k, v]),
+    )
+    dense = lambda: (F.scaled_dot_product_attention(q, k, v, dropout_p=0.1), [q, k, v])  # noqa: E731
+    time_pair("sdpa dense", label, n, dense)
 
 
 def time_bigbird(n: int) -> None:

@@ -20,6 +20,7 @@ import torch
 
 DEV = "cuda"
 ROWS: list[dict] = []
+DROPOUT = 0.0  # hidden and attention dropout of every model (--dropout)
 
 
 def timeit(fn, reps: int = 10, warm: int = 3) -> float:
@@ -56,7 +57,7 @@ def record(name: str, n: int, mode: str, fn) -> dict:
 def hf_models(n: int) -> dict:
     import transformers as T
 
-    common = dict(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    common = dict(num_hidden_layers=2, hidden_dropout_prob=DROPOUT, attention_probs_dropout_prob=DROPOUT)
     return {
         "longformer": (
             T.LongformerModel,
@@ -91,9 +92,9 @@ def hf_models(n: int) -> dict:
                 max_position_embeddings=n,
                 is_decoder=False,
                 vocab_size=320,
-                hidden_dropout_prob=0.0,
-                lsh_attention_probs_dropout_prob=0.0,
-                local_attention_probs_dropout_prob=0.0,
+                hidden_dropout_prob=DROPOUT,
+                lsh_attention_probs_dropout_prob=DROPOUT,
+                local_attention_probs_dropout_prob=DROPOUT,
             ),
         ),
         "roberta_sdpa": (
@@ -155,7 +156,10 @@ def main() -> None:
     parser.add_argument(
         "--families", nargs="+", default=["longformer", "bigbird", "reformer", "roberta_sdpa"]
     )
+    parser.add_argument("--dropout", type=float, default=0.0, help="hidden and attention dropout (HF: 0.1)")
     args = parser.parse_args()
+    global DROPOUT
+    DROPOUT = args.dropout
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     for n in args.seq:
         for family in args.families:
@@ -164,7 +168,8 @@ def main() -> None:
             except Exception:
                 traceback.print_exc()
     out = os.environ.get("OUT", "/tmp")
-    with open(os.path.join(out, "models.json"), "w") as f:
+    name = "models.json" if not DROPOUT else f"models_dropout{DROPOUT}.json"
+    with open(os.path.join(out, name), "w") as f:
         json.dump(ROWS, f, indent=1)
     print("\nname | n | mode | ms | peak MiB | HF ms / longseq ms")
     by_key = {(r["name"], r["n"], r["mode"]): r for r in ROWS}

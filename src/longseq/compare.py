@@ -9,6 +9,7 @@ lengths up to 2,000) for a GPU. Writes results.json, report.md and PNG plots int
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -58,6 +59,7 @@ class CompareConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     eval_every: int = 100
+    group_by_length: bool = False  # batches of similar lengths (TrainConfig.group_by_length)
     precision: str = "auto"  # bf16 on CUDA, fp32 on CPU
     seed: int = 0
     # pattern sizes
@@ -90,6 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=32,
         lr=1e-4,
         eval_every=500,
+        group_by_length=True,  # LRA padded every input to 2,000; this trains on ~1.8x fewer tokens
         window=256,
         block_size=64,
         random_blocks=3,
@@ -196,6 +199,17 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _precision(c: CompareConfig, device: torch.device) -> str:
+    return c.precision if c.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The training precision, for inference and the sweep too (fp32: nothing)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -217,21 +231,27 @@ def activation_mib(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> fl
 
 
 def _step_cost(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, precision: str = "fp32"
 ) -> tuple[float, float]:
-    """(ms, MiB) of one forward + backward: peak allocated on CUDA, activations on the CPU."""
+    """(ms, MiB) of one forward + backward in `precision`: peak allocated on CUDA, activations on the CPU."""
     model.train()
     model.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
+
+    def step() -> None:
+        with _autocast(device, precision):
+            loss = model(**batch).loss
+        loss.backward()
+
     for _ in range(2):  # warm-up
-        model(**batch).loss.backward()
+        step()
     _sync(device)
     start = time.perf_counter()
     reps = 3
     for _ in range(reps):
-        model(**batch).loss.backward()
+        step()
     _sync(device)
     ms = (time.perf_counter() - start) / reps * 1e3
     if device.type == "cuda":
@@ -245,10 +265,11 @@ def _step_cost(
 def _evaluate(
     model: torch.nn.Module, data: Any, c: CompareConfig, device: torch.device, collate_fn: Any = collate
 ) -> dict[str, Any]:
-    """Accuracy on `data`, overall and by length (4 equal-count buckets), and inference latency."""
+    """Accuracy on `data`, overall and by length (4 equal-count buckets), and inference latency, in
+    the training precision."""
     model.eval()
     right, lengths, latency = [], [], []
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(device, _precision(c, device)):
         for start in range(0, len(data), c.batch_size):
             batch = collate_fn([data[i] for i in range(start, min(start + c.batch_size, len(data)))])
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -282,7 +303,7 @@ def run_model(name: str, c: CompareConfig, splits: dict[str, Any], vocab: int, o
     torch.manual_seed(c.seed)
     max_positions = max(c.max_length + 2, *c.sweep_lengths)
     model = build_model(name, c, vocab, max_positions)
-    precision = c.precision if c.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    precision = _precision(c, device)
     config = TrainConfig(
         lr=c.lr,
         weight_decay=c.weight_decay,
@@ -292,6 +313,7 @@ def run_model(name: str, c: CompareConfig, splits: dict[str, Any], vocab: int, o
         batch_size=c.batch_size,
         precision=precision,
         eval_every=c.eval_every,
+        group_by_length=c.group_by_length,
         log_every=max(c.steps // 20, 1),
         seed=c.seed,
         output_dir=str(out / name),
@@ -317,7 +339,7 @@ def run_model(name: str, c: CompareConfig, splits: dict[str, Any], vocab: int, o
             "attention_mask": torch.ones_like(ids),
             "labels": torch.zeros(1, dtype=torch.long, device=device),
         }
-        ms, mib = _step_cost(model, batch, device)
+        ms, mib = _step_cost(model, batch, device, precision)
         sweep.append({"length": n, "train_step_ms": ms, "memory_mib": mib})
     return {
         "model": name,
@@ -331,6 +353,7 @@ def run_model(name: str, c: CompareConfig, splits: dict[str, Any], vocab: int, o
         "peak_train_memory_mib": peak,
         "sweep": sweep,
         "device": str(device),
+        "precision": precision,  # of training, inference and the sweep
     }
 
 
@@ -351,28 +374,60 @@ def _eval_history(log: Path) -> list[dict[str, float]]:
     return rows
 
 
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two configs that differ at most in `models` and `output_dir`: their results can sit side by side."""
+    skip = ("models", "output_dir")
+    return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
+
+def _earlier_results(path: Path, config: dict[str, Any], log: Any) -> dict[str, dict[str, Any]]:
+    """Results of an earlier run of the same config in this folder, by model (a run split over calls)."""
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+        same = _same_run(json.loads(json.dumps(old["config"])), json.loads(json.dumps(config)))
+        rows = {r["model"]: r for r in old["results"]}
+    except (ValueError, KeyError, TypeError):
+        log(f"{path} is not a compare result: it will be replaced")
+        return {}
+    if not same:
+        log(f"{path} holds a run of another config: it will be replaced")
+        return {}
+    return rows
+
+
 def compare(c: CompareConfig, log: Any = print) -> dict[str, Any]:
-    """Train and measure every model of `c`; write results.json, report.md and plots to c.output_dir."""
+    """Train and measure every model of `c`; write results.json, report.md and plots to c.output_dir.
+
+    results.json is rewritten after each model, so an interrupted run keeps the models it finished.
+    Results of an earlier run of the same config in the same folder are kept for models not run now:
+    `--models dense longformer`, then `--models bigbird reformer`, gives one four-model report.
+    """
     for name in c.models:
         if name not in MODELS:
             raise ValueError(f"models must be among {MODELS}, got {name!r}")
     out = Path(c.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.asdict(c)
+    done = {k: v for k, v in _earlier_results(out / "results.json", config, log).items() if k not in c.models}
+    if done:
+        log(f"keeping the earlier results of {', '.join(done)} from {out / 'results.json'}")
     log(f"longseq compare: {c.task}, models {', '.join(c.models)}, {c.steps} steps each, output {out}")
     splits, vocab = load_task(c)
     sizes = " / ".join(f"{len(splits[k])} {k}" for k in ("train", "valid", "test"))
     log(f"data: {sizes} samples")
-    results = []
+    report: dict[str, Any] = {"config": config, "results": []}
     for name in c.models:
         t0 = time.perf_counter()
         result = run_model(name, c, splits, vocab, out)
-        results.append(result)
+        done[name] = result
+        report["results"] = [done[m] for m in MODELS if m in done]
+        _write_atomic(out / "results.json", json.dumps(report, indent=1))
         log(
             f"{name:<10} test accuracy {result['test_accuracy']:.3f}  "
             f"{result['train_tokens_per_s']:,.0f} tokens/s  ({time.perf_counter() - t0:.0f} s)"
         )
-    report = {"config": dataclasses.asdict(c), "results": results}
-    _write_atomic(out / "results.json", json.dumps(report, indent=1))
     from .report import plots, write_report
 
     plots(report, out)

@@ -15,7 +15,7 @@ def write_report(report: dict[str, Any], out: Path) -> str:
         "",
         f"{c['layers']} layers, width {c['hidden']}, {c['heads']} heads, MLP {c['ffn']}; "
         f"{c['steps']} steps of batch {c['batch_size']}, lengths {c['min_length']}-{c['max_length']}; "
-        f"device {rows[0]['device']}.",
+        f"device {rows[0]['device']}, {rows[0].get('precision', 'fp32')}.",
         "Chance is 10% (ListOps' most frequent class is about 17%).",
         "",
         "| model | test accuracy | train tokens/s | inference ms / batch | peak train MiB | parameters |",

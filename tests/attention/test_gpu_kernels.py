@@ -129,6 +129,136 @@ def _check(name: str) -> dict:
     return res
 
 
+# attention dropout inside the kernels. EXACT: positions are the kernels' rows, so the dense reference
+# takes the kernels' keep mask (kernels.dropout.keep_mask) and must match in fp32, forward and
+# gradients. PERMUTED (LSH's sorted rows, dilation's residue classes): no dense mask to hand over, so
+# the checks are: the same seed gives the same bits, dV is exact (the output is linear in v),
+# dQ / dK against central differences, and the mean over many masks is the undropped output.
+DROP_EXACT: dict[str, tuple] = {
+    "drop_window_global": (SlidingWindow(8), {"n": 100, "glob": True}),
+    "drop_window_keys_only": (SlidingWindow(8, global_rows=False), {"n": 90, "glob": True}),
+    "drop_window_causal": (SlidingWindow(10, causal=True), {"n": 97, "pad": "some"}),
+    "drop_block_sparse_repeats": (  # long enough not to fall back to dense attention
+        BlockSparse(
+            16,
+            2,
+            seed=torch.tensor(
+                [[[1, 1], [4, 0], [5, 2], [6, 6], [1, 3], [2, 2], [3, 1], [7, 7], [9, 0], [0, 0], [5, 5]]] * 2
+            ),
+        ),
+        {"n": 200, "h": 2},
+    ),
+    "drop_local_repeat": (LocalChunks(40, 1, 1), {"n": 75, "h": 1}),
+}
+DROP_PERMUTED: dict[str, tuple] = {
+    "drop_lsh": (LSH(2, 4, 16, seed=1), {"n": 75}),
+    "drop_window_dilated_global": (SlidingWindow(6, dilation=(1, 3)), {"n": 91, "glob": True}),
+}
+P_DROP = 0.3
+
+
+def _gpu(pattern, q, k, v, padding, global_mask, p: float, seed: int) -> torch.Tensor:
+    from longseq.attention._common import check_inputs, default_scale
+    from longseq.attention.kernels import gpu_attention
+
+    pad, glob = check_inputs(q, k, v, pattern, padding, global_mask)
+    torch.manual_seed(seed)  # the kernels draw their seed words from torch's generator
+    return gpu_attention(q, k, v, pattern, pad, glob, default_scale(q.shape[-1], None), dropout=p)
+
+
+def _check_drop_exact(name: str) -> dict:
+    from longseq.attention.kernels.dropout import keep_mask, new_seed
+
+    pattern, opts = DROP_EXACT[name]
+    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    ins = [t.requires_grad_(True) for t in (q, k, v)]
+    out = _gpu(pattern, q, k, v, padding, global_mask, P_DROP, seed=5)
+    torch.manual_seed(5)
+    seed = new_seed(torch.device("cpu"))
+    b, h, n, _ = q.shape
+    z = (torch.arange(b)[:, None] * h + torch.arange(h))[:, :, None, None]
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    keep = keep_mask(seed, z, i, j, P_DROP)
+    ref = attend_reference(pattern, ins, padding, global_mask, keep)
+    go = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    res = {"dropped": 1 - keep.float().mean().item(), "nan": bool(out.isnan().any())}
+    res["out"] = _rel(out, ref)
+    for g_idx, (g, gr) in enumerate(zip(_grads(out, ins, go), _grads(ref, ins, go), strict=True)):
+        res[f"grad{g_idx}"] = _rel(g, gr)
+    res["plain_differs"] = _rel(out, _gpu(pattern, q, k, v, padding, global_mask, 0.0, seed=5)) > 0.05
+    return res
+
+
+def attend_reference(pattern, ins, padding, global_mask, keep) -> torch.Tensor:
+    from longseq.attention.reference import reference
+
+    q, k, v = ins
+    return reference(
+        q, k, v, pattern, padding_mask=padding, global_mask=global_mask, dropout=P_DROP, keep=keep
+    )
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+def _check_drop_permuted(name: str) -> dict:
+    from longseq.attention._common import real_keys
+    from longseq.attention.lsh import sorted_positions
+
+    pattern, opts = DROP_PERMUTED[name]
+    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    shared = k is q
+
+    def f(qq, vv, kk=None, seed=5, p=P_DROP):
+        return _gpu(pattern, qq, qq if shared else kk, vv, padding, global_mask, p, seed)
+
+    qg, vg, kg = (t.detach().clone().requires_grad_(True) for t in (q, v, k))
+    out = f(qg, vg, kg)
+    go = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    grads = dict(zip("qvk", _grads(out, [qg, vg] if shared else [qg, vg, kg], go), strict=False))
+    res = {"same_bits": bool(torch.equal(out.detach(), f(q, v, k))), "nan": bool(out.isnan().any())}
+    res["other_seed_differs"] = _rel(f(q, v, k, seed=6), out.detach()) > 0.01
+    gen = torch.Generator().manual_seed(2)
+    dv = torch.randn(v.shape, generator=gen)
+    lin = ((f(q, v + dv, k) - f(q, v, k)) * go).sum().item()  # exact: linear in v
+    res["dv"] = abs(lin - (grads["v"] * dv).sum().item()) / abs(lin)
+    real = real_keys(padding, q.shape[0], q.shape[2], q.device)
+    for arg in ("q", "k") if not shared else ("q",):
+        d, eps = torch.randn(q.shape, generator=gen), 1e-3
+        plus = {"q": q, "k": k} | {arg: {"q": q, "k": k}[arg] + eps * d}
+        minus = {"q": q, "k": k} | {arg: {"q": q, "k": k}[arg] - eps * d}
+        if shared:  # the hashing must not move under the step, or the function jumps
+            base = sorted_positions(q, pattern, real)
+            res["hash_stable"] = all(
+                torch.equal(sorted_positions(x["q"], pattern, real), base) for x in (plus, minus)
+            )
+        fd = (((f(plus["q"], v, plus["k"]) - f(minus["q"], v, minus["k"])) * go).sum() / (2 * eps)).item()
+        res[f"d{arg}"] = abs(fd - (grads[arg] * d).sum().item()) / abs(fd)
+    # unbiased: many copies of one input, each its own mask (its own batch row), against p = 0
+    copies = 24
+    qs, ks, vs = (t[:1].expand(copies, *t.shape[1:]).contiguous() for t in (q, k, v))
+    pad = padding[:1].expand(copies, -1)
+    gm = None if global_mask is None else global_mask[:1].expand(copies, -1)
+    many = _gpu(pattern, qs, qs if shared else ks, vs, pad, gm, P_DROP, seed=7)
+    q1 = q[:1]
+    plain = _gpu(
+        pattern,
+        q1,
+        q1 if shared else k[:1],
+        v[:1],
+        padding[:1],
+        None if gm is None else gm[:1],
+        0.0,
+        seed=7,
+    )
+    sq_err = (many.mean(0) - plain[0]).pow(2).sum().item()
+    res["mean_vs_noise"] = sq_err / (
+        many.var(0).sum().item() / copies
+    )  # about 1 if unbiased; 4 or more without the 1 / (1 - p)
+    return res
+
+
 def _run_half(part: int) -> dict:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
@@ -167,6 +297,29 @@ def test_kernel_matches_reference(results: dict, name: str) -> None:
             assert err <= 2 * torch_err + 1e-4, (key, err, torch_err)
 
 
+@pytest.mark.parametrize("name", sorted(DROP_EXACT))
+def test_dropout_matches_reference_with_the_kernels_mask(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    assert not res["nan"] and res["plain_differs"]
+    assert abs(res["dropped"] - P_DROP) < 0.05
+    for key in [k for k in res if k == "out" or k.startswith("grad")]:
+        assert res[key] <= 1e-5, (key, res[key])
+
+
+@pytest.mark.parametrize("name", sorted(DROP_PERMUTED))
+def test_dropout_on_permuted_rows(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    assert not res["nan"] and res["same_bits"] and res["other_seed_differs"]
+    assert res.get("hash_stable", True)
+    assert res["dv"] < 1e-4, res["dv"]
+    for key in ("dq", "dk"):
+        if key in res:
+            assert res[key] < 1e-2, (key, res[key])
+    assert res["mean_vs_noise"] < 1.6, res["mean_vs_noise"]
+
+
 def test_gpu_backend_on_cpu_raises() -> None:
     q = torch.randn(1, 1, 8, 16)
     with pytest.raises(ValueError, match="gpu"):
@@ -190,11 +343,14 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     part = int(sys.argv[1])
     out = {}
-    for i, case in enumerate(sorted(CASES)):
+    checks = {name: _check for name in CASES}
+    checks |= {name: _check_drop_exact for name in DROP_EXACT}
+    checks |= {name: _check_drop_permuted for name in DROP_PERMUTED}
+    for i, case in enumerate(sorted(checks)):
         if i % 2 == part:
             try:
                 t0 = time.perf_counter()
-                out[case] = _check(case)
+                out[case] = checks[case](case)
                 out[case]["seconds"] = round(time.perf_counter() - t0, 2)
             except Exception as ex:  # reported by the test of that case
                 out[case] = {"error": f"{type(ex).__name__}: {ex}"}

@@ -27,12 +27,29 @@ def test_compare_writes_report_json_and_plots(tmp_path, capsys) -> None:
         assert 0 <= r["test_accuracy"] <= 1 and r["parameters"] > 0 and r["train_tokens_per_s"] > 0
         assert [s["length"] for s in r["sweep"]] == [32, 64] and all(s["memory_mib"] > 0 for s in r["sweep"])
         assert [h["step"] for h in r["eval_history"]] == [3, 6]
-        assert len(r["accuracy_by_length"]) == 4
+        assert len(r["accuracy_by_length"]) == 4 and r["precision"] == "fp32"
     text = (out / "report.md").read_text()
     assert "| longformer |" in text and "Accuracy by input length" in text
     for plot in ("accuracy_vs_steps", "accuracy_vs_length", "speed_vs_length", "memory_vs_length"):
         assert (out / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_compare_split_over_runs_keeps_earlier_models_of_the_same_config(tmp_path, capsys) -> None:
+    out = tmp_path / "cmp"
+    args = [*TINY, "--sweep-lengths", "32", "--group-by-length", "--output", str(out)]
+    assert main(["compare", *args, "--models", "reformer", "dense"]) == 0
+    first = json.loads((out / "results.json").read_text())["results"]
+    assert main(["compare", *args, "--models", "bigbird"]) == 0
+    assert "keeping the earlier results of dense, reformer" in capsys.readouterr().out
+    report = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in report["results"]] == ["dense", "bigbird", "reformer"]  # MODELS order
+    assert report["results"][0] == next(r for r in first if r["model"] == "dense")
+    assert "| dense |" in (out / "report.md").read_text()
+    other = [a if a != "6" else "4" for a in args]  # another budget: not comparable, replaced
+    assert main(["compare", *other, "--models", "bigbird"]) == 0
+    assert "holds a run of another config" in capsys.readouterr().out
+    assert [r["model"] for r in json.loads((out / "results.json").read_text())["results"]] == ["bigbird"]
 
 
 def test_train_then_evaluate_and_resume(tmp_path, capsys) -> None:

@@ -225,6 +225,29 @@ def test_data_order_is_a_function_of_seed_epoch_and_step(tmp_path):
     assert eval_batches(5, 4, rank=0, world_size=2) == [([0, 1], True), ([4], True)]
 
 
+def test_group_by_length_gives_steps_of_similar_lengths(tmp_path):
+    import numpy as np
+
+    from longseq.training.data import GROUP_STEPS
+
+    lengths = np.random.default_rng(0).integers(500, 2000, 1000)
+    c = cfg(tmp_path, batch_size=8, grad_accum=2, seed=1, group_by_length=True)
+    sampler = iter(StepBatchSampler(1000, c, lengths=lengths))
+    steps = [next(sampler) + next(sampler) for _ in range(2 * (1000 // 16))]  # two epochs
+    epoch = [i for step in steps[: 1000 // 16] for i in step]
+    assert sorted(epoch) == sorted(set(epoch)) and len(epoch) == 992  # each sample once, 8 left over
+    spread = np.mean([np.ptp(lengths[s]) for s in steps])
+    random_spread = np.mean([np.ptp(lengths[np.random.default_rng(i).choice(1000, 16)]) for i in range(100)])
+    assert spread < random_spread / 10  # ListOps-like lengths: far less padding than random batches
+    assert steps[: 1000 // 16] != steps[1000 // 16 :]  # a new order each epoch
+    first = np.mean([lengths[s].mean() for s in steps[:GROUP_STEPS]])  # steps shuffled within a run:
+    assert abs(first - lengths.mean()) < 250  # not shortest first
+    later = iter(StepBatchSampler(1000, c, start_step=5, lengths=lengths))  # resume: the same steps
+    assert [next(later) + next(later) for _ in range(3)] == steps[5:8]
+    with pytest.raises(ValueError, match="group_by_length needs"):
+        StepBatchSampler(1000, c)
+
+
 def _families():
     from longseq.models import BigBirdForMaskedLM, ReformerModelWithLMHead
     from longseq.models.configs import BigBirdConfig, ReformerConfig

@@ -22,12 +22,22 @@ def reference(
     padding_mask: torch.Tensor | None = None,
     global_mask: torch.Tensor | None = None,
     scale: float | None = None,
+    dropout: float = 0.0,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dense masked attention in float32; returns (batch, heads, seq, head_dim) in q's dtype."""
+    """Dense masked attention in float32; returns (batch, heads, seq, head_dim) in q's dtype.
+
+    With `dropout` > 0, `keep` (batch, heads, seq, seq) bool says which weights survive (the caller's
+    mask, e.g. the kernels' own, `kernels.dropout.keep_mask`); they are scaled by 1 / (1 - dropout).
+    """
     padding, glob = check_inputs(q, k, v, pattern, padding_mask, global_mask)
+    if (dropout > 0) != (keep is not None):
+        raise ValueError("reference: pass dropout > 0 together with its keep mask, or neither")
     dtype = q.dtype
     scale = default_scale(q.shape[-1], scale)
     if isinstance(pattern, LSH):
+        if keep is not None:
+            raise ValueError("reference: LSH takes no keep mask (its pairs depend on the hashing)")
         return _lsh_reference(q, v, pattern, padding, scale).to(dtype)
     q, k, v = q.float(), k.float(), v.float()
     b, h, nq, _ = q.shape
@@ -47,6 +57,8 @@ def reference(
     counts = counts * real[:, None, None, :]
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale + torch.log(counts.float())
     probs, _ = masked_softmax(scores, counts > 0)
+    if keep is not None:
+        probs = probs * keep.to(probs.device) / (1.0 - dropout)
     out = torch.matmul(probs, v)
     if padding is not None and nq == nk:
         out = out * padding[:, None, :, None]

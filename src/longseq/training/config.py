@@ -36,6 +36,9 @@ class TrainConfig:
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0  # None or 0: no clipping (the norm is still logged)
     shuffle: bool = True  # order of each epoch: a permutation drawn from (seed, epoch) only
+    # batches of similar lengths: each run of GROUP_STEPS steps' samples sorted by length, the steps
+    # then shuffled (about half the padding of random batches on ListOps; needs dataset.lengths())
+    group_by_length: bool = False
     num_workers: int = 0  # DataLoader workers for the training data
     # numerics and memory
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (fp16: CUDA only, with a GradScaler)

@@ -29,11 +29,36 @@ def steps_per_epoch(num_samples: int, config: TrainConfig) -> int:
     return steps
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """The order in which epoch `epoch` visits the samples (int64 indices)."""
+GROUP_STEPS = 50  # steps whose samples `group_by_length` sorts together (HF's megabatch is 50 batches)
+
+
+def epoch_order(
+    num_samples: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    lengths: np.ndarray | None = None,
+    step_size: int = 1,
+) -> np.ndarray:
+    """The order in which epoch `epoch` visits the samples (int64 indices).
+
+    With `lengths`, each run of GROUP_STEPS * step_size samples is sorted by length and its steps
+    (blocks of `step_size`) are shuffled, so every step holds samples of similar lengths.
+    """
     if not shuffle:
-        return np.arange(num_samples, dtype=np.int64)
-    return np.random.default_rng([seed, epoch]).permutation(num_samples).astype(np.int64)
+        order = np.arange(num_samples, dtype=np.int64)
+    else:
+        order = np.random.default_rng([seed, epoch]).permutation(num_samples).astype(np.int64)
+    if lengths is None:
+        return order
+    rng = np.random.default_rng([seed, epoch, 1])
+    run = GROUP_STEPS * step_size
+    for start in range(0, num_samples - num_samples % step_size, run):
+        part = order[start : min(start + run, num_samples - num_samples % step_size)]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        blocks = part.reshape(-1, step_size)
+        order[start : start + part.size] = blocks[rng.permutation(len(blocks))].reshape(-1)
+    return order
 
 
 class StepBatchSampler:
@@ -43,13 +68,25 @@ class StepBatchSampler:
     """
 
     def __init__(
-        self, num_samples: int, config: TrainConfig, rank: int = 0, world_size: int = 1, start_step: int = 0
+        self,
+        num_samples: int,
+        config: TrainConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+        lengths: np.ndarray | None = None,
     ) -> None:
         if config.batch_size % world_size:
             raise ValueError(
                 f"batch_size {config.batch_size} is the global batch and must divide evenly among "
                 f"{world_size} processes"
             )
+        if config.group_by_length and (lengths is None or len(lengths) != num_samples):
+            raise ValueError(
+                "group_by_length needs the training samples' lengths: a dataset with a lengths() method "
+                "(the built-in tasks have one), or turn group_by_length off"
+            )
+        self.lengths = np.asarray(lengths) if config.group_by_length else None
         self.num_samples, self.config = num_samples, config
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self.steps_per_epoch = steps_per_epoch(num_samples, config)
@@ -65,7 +102,8 @@ class StepBatchSampler:
         while True:
             e, s = self.position(step)
             if e != epoch:
-                epoch, order = e, epoch_order(self.num_samples, c.seed, e, c.shuffle)
+                epoch = e
+                order = epoch_order(self.num_samples, c.seed, e, c.shuffle, self.lengths, c.samples_per_step)
             base = s * c.samples_per_step
             for m in range(c.grad_accum):
                 start = base + m * c.batch_size + self.rank * per_rank

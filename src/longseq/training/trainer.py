@@ -144,8 +144,11 @@ class Trainer:
         )
 
     def _loader(self) -> DataLoader:
+        lengths = None
+        if self.config.group_by_length and hasattr(self.train_data, "lengths"):
+            lengths = self.train_data.lengths()
         sampler = StepBatchSampler(
-            len(self.train_data), self.config, self.dist.rank, self.dist.world_size, self.step
+            len(self.train_data), self.config, self.dist.rank, self.dist.world_size, self.step, lengths
         )
         return DataLoader(
             self.train_data,  # type: ignore[arg-type]

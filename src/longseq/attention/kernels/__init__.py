@@ -39,17 +39,18 @@ def gpu_attention(
     glob: torch.Tensor | None,
     scale: float,
     tokens=None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """Checked arguments as `attend` hands them over -> (batch, heads, seq, head_dim). tokens: the
-    `GlobalTokens` of glob, when known."""
+    `GlobalTokens` of glob, when known. dropout: of the attention weights, inside the kernels."""
     from . import patterns_gpu as g
 
     if isinstance(pattern, SlidingWindow):
-        return g.sliding_window_gpu(q, k, v, pattern, padding, glob, scale, tokens)
+        return g.sliding_window_gpu(q, k, v, pattern, padding, glob, scale, tokens, dropout)
     if isinstance(pattern, BlockSparse):
-        return g.block_sparse_gpu(q, k, v, pattern, padding, scale)
+        return g.block_sparse_gpu(q, k, v, pattern, padding, scale, dropout)
     if isinstance(pattern, LocalChunks):
-        return g.local_chunks_gpu(q, k, v, pattern, padding, scale)
+        return g.local_chunks_gpu(q, k, v, pattern, padding, scale, dropout)
     if isinstance(pattern, LSH):
-        return g.lsh_gpu(q, v, pattern, padding, scale)
+        return g.lsh_gpu(q, v, pattern, padding, scale, dropout)
     raise ValueError(f"pattern {type(pattern).__name__} has no gpu kernel")

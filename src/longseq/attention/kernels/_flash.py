@@ -33,6 +33,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .dropout import _keep, _row_hash
+
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
@@ -74,13 +76,15 @@ def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _online(s, ok, m_i, l_i, acc, v, PREC: tl.constexpr, UPCAST: tl.constexpr):
+def _online(s, ok, m_i, l_i, acc, v, keep, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     s = tl.where(ok, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     p = tl.math.exp2(s - m_safe[:, None])
     alpha = tl.math.exp2(m_i - m_safe)
-    l_i = l_i * alpha + tl.sum(p, 1)
+    l_i = l_i * alpha + tl.sum(p, 1)  # the normaliser is the undropped one
+    if DROP:
+        p = tl.where(keep, p, 0.0)
     acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC, UPCAST)
     return m_new, l_i, acc
 
@@ -103,9 +107,9 @@ def _query_rows(
 
 @triton.jit
 def _fwd_kernel(
-    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST,
-    qk_scale,
-    half, H, NQ, NK, NX, NR, WD, NO,
+    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED,
+    qk_scale, rdrop,
+    half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
     s_kvb, s_kvh, s_qvb, s_qvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -113,8 +117,9 @@ def _fwd_kernel(
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
+    # DROP: attention dropout (see dropout.py), kept weights scaled by rdrop = 1 / (1 - p)
     # ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O / LSE (NO rows per head)
     w = tl.program_id(0)
     z = tl.program_id(1)
@@ -133,6 +138,8 @@ def _fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if DROP:
+        hr = _row_hash(SEED, z, qidx)
     lbase = LIST + h * s_lh + w * WD
     for e in range(WD):
         kt = tl.load(lbase + e)
@@ -147,7 +154,11 @@ def _fwd_kernel(
             kpos = kcols
         s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
         ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
-        m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, PREC, UPCAST)
+        if DROP:
+            keep = _keep(hr[:, None], kcols[None, :], thr)
+        else:
+            keep = ok
+        m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, keep, DROP, PREC, UPCAST)
     if HAS_X:  # in blocks of BLOCK_X (<= BLOCK_N) keys: few global tokens cost little
         xcnt = tl.load(XCNT + b)
         for x0 in range(0, NX, BLOCK_X):
@@ -159,7 +170,11 @@ def _fwd_kernel(
             v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
             s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
             ok = xok[None, :] & (qpos[:, None] >= 0)
-            m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, PREC, UPCAST)
+            if DROP:
+                keep = _keep(hr[:, None], xcols[None, :] + xoff, thr)
+            else:
+                keep = ok
+            m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, keep, DROP, PREC, UPCAST)
     if HAS_QVAL:
         qval = tl.load(QVAL + b * s_qvb + h * s_qvh + qidx, qok, 0) != 0
         l_i = tl.where(qval, l_i, 0.0)
@@ -167,7 +182,10 @@ def _fwd_kernel(
         l_i = tl.where(qok, l_i, 0.0)  # unused slots: nothing seen
     seen = l_i > 0
     l_safe = tl.where(seen, l_i, 1.0)
-    out = acc / l_safe[:, None]
+    if DROP:
+        out = acc * (rdrop / l_safe)[:, None]
+    else:
+        out = acc / l_safe[:, None]
     out = tl.where(seen[:, None], out, 0.0)
     lse = tl.where(seen, (m_i + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
     if ROWS:
@@ -230,8 +248,9 @@ def _merge_kernel(
 @triton.jit
 def _bwd_dq_kernel(
     Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT, W_QT, LIST,
-    qk_scale, scale,
-    half, H, NQ, NK, NX, NR, WD,
+    SEED,
+    qk_scale, scale, rdrop,
+    half, H, NQ, NK, NX, NR, WD, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
     s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -239,8 +258,9 @@ def _bwd_dq_kernel(
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_X: tl.constexpr, ROWS: tl.constexpr, HAS_DLSE: tl.constexpr, BLOCK_X: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
+    # DROP: dP of a dropped pair is 0, of a kept one dP * rdrop; delta = rowsum(dO * O) holds as is
     # also writes delta = rowsum(dO * O) - dLSE for the dK / dV kernel that runs next.
     # ROWS: partial dQ at rows w * BLOCK_M + [0, BLOCK_M) of DQ (summed by _merge_kernel)
     w = tl.program_id(0)
@@ -266,6 +286,8 @@ def _bwd_dq_kernel(
     else:
         qpos = qidx
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if DROP:
+        hr = _row_hash(SEED, z, qidx)
     lbase = LIST + h * s_lh + w * WD
     for e in range(WD):
         kt = tl.load(lbase + e)
@@ -282,6 +304,8 @@ def _bwd_dq_kernel(
         ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
         p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
         dp = _dot(do, tl.trans(v), PREC, UPCAST)
+        if DROP:
+            dp = tl.where(_keep(hr[:, None], kcols[None, :], thr), dp * rdrop, 0.0)
         ds = p * (dp - delta[:, None])
         dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
     if HAS_X:
@@ -297,11 +321,16 @@ def _bwd_dq_kernel(
             ok = xok[None, :] & qok[:, None]
             p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
             dp = _dot(do, tl.trans(v), PREC, UPCAST)
+            pv = p
+            if DROP:
+                keep = _keep(hr[:, None], xcols[None, :] + xoff, thr)
+                dp = tl.where(keep, dp * rdrop, 0.0)
+                pv = tl.where(keep, p * rdrop, 0.0)
             ds = p * (dp - delta[:, None])
             dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
             # the extra keys are few and seen by every query tile: fp32 atomics (B, H, NX, D)
             xptr = (z * NX + xs[:, None]) * D + offs_d[None, :]
-            dvx = _dot(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
+            dvx = _dot(tl.trans(pv).to(do.dtype), do, PREC, UPCAST)
             dkx = _dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST) * scale
             tl.atomic_add(DVX + xptr, dvx, kmask)
             tl.atomic_add(DKX + xptr, dkx, kmask)
@@ -319,8 +348,8 @@ def _bwd_dq_kernel(
 
 @triton.jit
 def _dkdv_step(
-    Q, DO, LSE, DELTA, qrows, qok, ok, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh, sdon,
-    offs_d, dok, qk_scale, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh,
+    sdon, offs_d, dok, qk_scale, rdrop, thr, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     """One query tile's share of a key tile's dK, dV; ok (N, M): which (key, query) pairs count."""
     qmask = qok[:, None] & dok[None, :]
@@ -332,8 +361,13 @@ def _dkdv_step(
     delta = tl.load(DELTA + z * NQ + qrows, qok, 0.0)
     st = _dot(k, tl.trans(q), PREC, UPCAST) * qk_scale  # (N, M)
     pt = tl.where(ok, tl.math.exp2(st - lse2[None, :]), 0.0)
-    dv += _dot(pt.to(do.dtype), do, PREC, UPCAST)
     dpt = _dot(v, tl.trans(do), PREC, UPCAST)
+    if DROP:
+        keep = _keep(_row_hash(SEED, z, qrows)[None, :], kcols[:, None], thr)
+        dv += _dot(tl.where(keep, pt * rdrop, 0.0).to(do.dtype), do, PREC, UPCAST)
+        dpt = tl.where(keep, dpt * rdrop, 0.0)
+    else:
+        dv += _dot(pt.to(do.dtype), do, PREC, UPCAST)
     dst = pt * (dpt - delta[None, :])
     dk += _dot(dst.to(q.dtype), q, PREC, UPCAST)
     return dk, dv
@@ -342,9 +376,9 @@ def _dkdv_step(
 @triton.jit
 def _bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, KVAL, POS, QM, QIDX, QCNT, XSLOT, DKX, DVX,
-    W_QT, T_START, T_COUNT, T_LIST,
-    qk_scale, scale,
-    half, H, NQ, NK, NR, NX,
+    W_QT, T_START, T_COUNT, T_LIST, SEED,
+    qk_scale, scale, rdrop,
+    half, H, NQ, NK, NR, NX, thr,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
     s_kvb, s_kvh, s_pb, s_ph, s_qmb, s_rib, s_xsb, s_wh, s_th, s_tlh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -352,7 +386,7 @@ def _bwd_dkdv_kernel(
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_QMASK: tl.constexpr, HAS_XQ: tl.constexpr, HAS_XSLOT: tl.constexpr, BLOCK_R: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     kt = tl.program_id(0)
     z = tl.program_id(1)
@@ -385,8 +419,8 @@ def _bwd_dkdv_kernel(
         if HAS_QMASK:
             ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
         dk, dv = _dkdv_step(
-            Q, DO, LSE, DELTA, qrows, qok, ok, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh, sdon,
-            offs_d, dok, qk_scale, PREC, UPCAST,
+            Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob,
+            sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST,
         )  # fmt: skip
     if HAS_XQ:  # rows that see every key (global queries): extra queries of every key tile
         # (their pairs with extra keys, which kval leaves out, came through the dQ kernel's atomics)
@@ -397,8 +431,8 @@ def _bwd_dkdv_kernel(
             qrows = tl.load(QIDX + b * s_rib + slots, sok, 0)
             ok = kval[:, None] & sok[None, :]
             dk, dv = _dkdv_step(
-                Q, DO, LSE, DELTA, qrows, sok, ok, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh,
-                sdon, offs_d, dok, qk_scale, PREC, UPCAST,
+                Q, DO, LSE, DELTA, SEED, qrows, sok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
+                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST,
             )  # fmt: skip
     dk = dk * scale
     if HAS_XSLOT:  # global keys: what the dQ kernel summed for them by atomics

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import _flash
+from .dropout import new_seed, threshold
 from .launch import _INTERPRET, Consts, launch
 
 
@@ -118,9 +119,9 @@ class Plan:
 
 
 _FLAGS = {
-    _flash._fwd_kernel: ("HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X"),
-    _flash._bwd_dq_kernel: ("HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X"),
-    _flash._bwd_dkdv_kernel: ("HAS_POS", "HAS_QMASK", "HAS_XQ", "HAS_XSLOT", "BLOCK_R"),
+    _flash._fwd_kernel: ("HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP"),
+    _flash._bwd_dq_kernel: ("HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP"),
+    _flash._bwd_dkdv_kernel: ("HAS_POS", "HAS_QMASK", "HAS_XQ", "HAS_XSLOT", "BLOCK_R", "DROP"),
 }
 
 
@@ -136,6 +137,7 @@ class Extra:
     kx: torch.Tensor | None = None
     vx: torch.Tensor | None = None
     slot: torch.Tensor | None = None
+    col: int = 0  # dropout's column of slot 0: 0 when idx holds key rows, past the key rows for kx rows
 
 
 @dataclass(eq=False)
@@ -211,8 +213,10 @@ def _merge(parts, part_lse, o, lse, rows: Rows, h: int, nq: int, total: bool) ->
 
 class _ListedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale):
+    def forward(ctx, q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale, dropout, seed):
         b, h, nq, d = q.shape
+        drop = dropout > 0
+        rdrop, thr = (1.0 / (1.0 - dropout), threshold(dropout)) if drop else (1.0, 0)
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
         o = torch.empty_like(q) if plan.covers_all else torch.zeros_like(q)
@@ -222,6 +226,7 @@ class _ListedAttention(torch.autograd.Function):
         xv = vx if vx is not None else v
         nx = extra.idx.shape[1] if has_x else 0
         xidx, xcnt = (extra.idx, extra.cnt) if has_x else (kval, kval)
+        xcol = extra.col if has_x else 0
         hl = plan.w_qt.shape[0]
         wd = plan.klist.shape[2]
         s_wh, s_lh = (w if hl > 1 else 0), (w * wd if hl > 1 else 0)
@@ -230,11 +235,14 @@ class _ListedAttention(torch.autograd.Function):
         ps = pos if pos is not None else dummy
         qs, ks, vs = _s4(q), _s4(k), _s4(v)
         bx = small_block(nx, plan.ktiles.block)
-        c = plan.consts(_flash._fwd_kernel, d, q.dtype, pos is not None, qval is not None, has_x, False, bx)
+        sd = seed if drop else dummy
+        c = plan.consts(
+            _flash._fwd_kernel, d, q.dtype, pos is not None, qval is not None, has_x, False, bx, drop
+        )
         launch(
             _flash._fwd_kernel, (w, b * h),
-            (q, k, v, o, lse, kval, qv, ps, xk, xv, xidx, xcnt, dummy, dummy, plan.w_qt, plan.klist),
-            (scale * _flash.LOG2E, plan.window or 0, h, nq, nk, nx, 0, wd, nq,
+            (q, k, v, o, lse, kval, qv, ps, xk, xv, xidx, xcnt, dummy, dummy, plan.w_qt, plan.klist, sd),
+            (scale * _flash.LOG2E, rdrop, plan.window or 0, h, nq, nk, nx, 0, wd, nq, thr, xcol,
              *qs, *ks, *vs, *_s4(o), *_sbh(kval), *_sbh(qval), *_sbh(pos),
              *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, 0, s_wh, s_lh),
             c,
@@ -245,18 +253,20 @@ class _ListedAttention(torch.autograd.Function):
             no = rw * rp.qtiles.block
             parts = torch.empty(b, h, no, d, device=q.device, dtype=torch.float32)
             part_lse = torch.empty(b * h, no, device=q.device, dtype=torch.float32)
-            cr = rp.consts(_flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16)
+            cr = rp.consts(_flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop)
             launch(
                 _flash._fwd_kernel, (rw, b * h),
                 (q, k, v, parts, part_lse, rows.kval, qv, dummy, k, v, dummy, dummy, rows.idx, rows.cnt,
-                 rp.w_qt, rp.klist),
-                (scale * _flash.LOG2E, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2], no,
+                 rp.w_qt, rp.klist, sd),
+                (scale * _flash.LOG2E, rdrop, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2], no,
+                 thr, 0,
                  *qs, *ks, *vs, *_s4(parts), *_sbh(rows.kval), *_sbh(qval), 0, 0,
                  *ks, *vs, 0, _sb(rows.idx), 0, 0),
                 cr,
             )  # fmt: skip
             _merge(parts, part_lse, o, lse, rows, h, nq, total=False)
         ctx.plan, ctx.scale, ctx.extra, ctx.rows = plan, scale, extra, rows
+        ctx.dropout, ctx.seed = dropout, seed
         ctx.save_for_backward(q, k, v, kx, vx, o, lse, kval, pos)
         return o, lse.view(b, h, nq)
 
@@ -264,6 +274,8 @@ class _ListedAttention(torch.autograd.Function):
     def backward(ctx, do, dlse):
         q, k, v, kx, vx, o, lse, kval, pos = ctx.saved_tensors
         plan, scale, extra, rows = ctx.plan, ctx.scale, ctx.extra, ctx.rows
+        drop = ctx.dropout > 0
+        rdrop, thr = (1.0 / (1.0 - ctx.dropout), threshold(ctx.dropout)) if drop else (1.0, 0)
         b, h, nq, d = q.shape
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
@@ -285,17 +297,19 @@ class _ListedAttention(torch.autograd.Function):
         xk = kx if kx is not None else k
         xv = vx if vx is not None else v
         xidx, xcnt = (extra.idx, extra.cnt) if has_x else (kval, kval)
+        xcol = extra.col if has_x else 0
         dkx = torch.zeros(b, h, nx, d, device=q.device, dtype=torch.float32) if has_x else lse
         dvx = torch.zeros_like(dkx) if has_x else lse
         qs, ks, vs, os_, dos = _s4(q), _s4(k), _s4(v), _s4(o), _s4(do)
         bx = small_block(nx, plan.ktiles.block)
         has_dl = dlse is not None
-        c = plan.consts(_flash._bwd_dq_kernel, d, q.dtype, pos is not None, has_x, False, has_dl, bx)
+        sd = ctx.seed if drop else dummy
+        c = plan.consts(_flash._bwd_dq_kernel, d, q.dtype, pos is not None, has_x, False, has_dl, bx, drop)
         launch(
             _flash._bwd_dq_kernel, (w, b * h),
             (q, k, v, o, do, lse, dl, delta, dq, kval, ps, xk, xv, xidx, xcnt, dkx, dvx, dummy, dummy,
-             plan.w_qt, plan.klist),
-            (scale * _flash.LOG2E, scale, plan.window or 0, h, nq, nk, nx, 0, wd,
+             plan.w_qt, plan.klist, sd),
+            (scale * _flash.LOG2E, scale, rdrop, plan.window or 0, h, nq, nk, nx, 0, wd, thr, xcol,
              *qs, *ks, *vs, *os_, *dos, *_s4(dq), *_sbh(kval), *_sbh(pos),
              *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, 0, s_wh, s_lh),
             c,
@@ -304,12 +318,13 @@ class _ListedAttention(torch.autograd.Function):
             rp = rows.plan
             rw = rp.w_qt.shape[1]
             parts = torch.empty(b, h, rw * rp.qtiles.block, d, device=q.device, dtype=torch.float32)
-            cr = rp.consts(_flash._bwd_dq_kernel, d, q.dtype, False, False, True, dlse is not None, 16)
+            cr = rp.consts(_flash._bwd_dq_kernel, d, q.dtype, False, False, True, dlse is not None, 16, drop)
             launch(
                 _flash._bwd_dq_kernel, (rw, b * h),
                 (q, k, v, o, do, lse, dl, delta, parts, rows.kval, dummy, k, v, dummy, dummy, lse, lse,
-                 rows.idx, rows.cnt, rp.w_qt, rp.klist),
-                (scale * _flash.LOG2E, scale, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2],
+                 rows.idx, rows.cnt, rp.w_qt, rp.klist, sd),
+                (scale * _flash.LOG2E, scale, rdrop, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2],
+                 thr, 0,
                  *qs, *ks, *vs, *os_, *dos, *_s4(parts), *_sbh(rows.kval), 0, 0,
                  *ks, *vs, 0, _sb(rows.idx), 0, 0),
                 cr,
@@ -325,14 +340,22 @@ class _ListedAttention(torch.autograd.Function):
         xslot = extra.slot if on_k else dummy
         br = small_block(rows.idx.shape[1] if rows is not None else 0, plan.qtiles.block)
         ck = plan.consts(
-            _flash._bwd_dkdv_kernel, d, q.dtype, pos is not None, qm is not None, rows is not None, on_k, br
+            _flash._bwd_dkdv_kernel,
+            d,
+            q.dtype,
+            pos is not None,
+            qm is not None,
+            rows is not None,
+            on_k,
+            br,
+            drop,
         )
         launch(
             _flash._bwd_dkdv_kernel, (plan.n_ktiles, b * h),
             (q, k, v, do, lse, delta, dk, dv, kval, ps, qm if qm is not None else dummy, ridx, rcnt,
-             xslot, dkx, dvx, plan.w_qt, t_start, t_count, t_list),
-            (scale * _flash.LOG2E, scale,
-             plan.window or 0, h, nq, nk, rows.idx.shape[1] if rows is not None else 0, nx,
+             xslot, dkx, dvx, plan.w_qt, t_start, t_count, t_list, sd),
+            (scale * _flash.LOG2E, scale, rdrop,
+             plan.window or 0, h, nq, nk, rows.idx.shape[1] if rows is not None else 0, nx, thr,
              *qs, *ks, *vs, *dos, *_s4(dk), *_s4(dv), *_sbh(kval), *_sbh(pos),
              _sb(qm), _sb(ridx) if rows is not None else 0, _sb(xslot) if on_k else 0,
              s_wh, plan.n_ktiles if hl > 1 else 0, t_list.shape[1] if hl > 1 else 0),
@@ -340,7 +363,7 @@ class _ListedAttention(torch.autograd.Function):
         )  # fmt: skip
         gkx = dkx.to(kx.dtype) if kx is not None else None
         gvx = dvx.to(vx.dtype) if vx is not None else None
-        return dq, dk, dv, gkx, gvx, None, None, None, None, None, None, None
+        return dq, dk, dv, gkx, gvx, None, None, None, None, None, None, None, None, None
 
 
 def listed_attention(
@@ -355,6 +378,7 @@ def listed_attention(
     pos: torch.Tensor | None = None,
     extra: Extra | None = None,
     rows: Rows | None = None,
+    dropout: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flash attention of q over k, v along `plan`: (out, lse).
 
@@ -362,7 +386,8 @@ def listed_attention(
     int8, 0 = a padded query (zero output, lse -inf). pos: (B, 1 | H, N) int32 positions for the
     window / causal / self tests (default: the row index). extra: keys every query sees; rows: query
     rows that see every key (see `Extra`, `Rows`). Returns out (B, H, Nq, d) in q's dtype and lse
-    (B, H, Nq) float32.
+    (B, H, Nq) float32. dropout: probability of dropping each attention weight (`dropout.py`); the
+    seed is drawn from torch's generator on q's device, once per call.
     """
     # one dtype for the kernel's dot products (under autocast a normalisation may come back in fp32)
     q, k, v = _unit_last(q), _unit_last(k.to(q.dtype)), _unit_last(v.to(q.dtype))
@@ -373,7 +398,8 @@ def listed_attention(
     if extra is not None and extra.kx is not None:
         kx, vx = _unit_last(extra.kx.to(q.dtype)), _unit_last(extra.vx.to(q.dtype))
     assert pos is None or rows is None, "rows that see every key take no positions"
-    args = (q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale)
+    seed = new_seed(q.device) if dropout > 0 else None
+    args = (q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale, dropout, seed)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kx, vx)):
         return _ListedAttention.apply(*args)
     return _ListedAttention.forward(_NoGrad(), *args)  # inference: no autograd node (its host cost)

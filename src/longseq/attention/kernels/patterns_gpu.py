@@ -92,6 +92,7 @@ def _window(
     causal: bool,
     extra: Extra | None,
     scale: float,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q, k, v (b, h, n, d); key_ok (b, n) or None (every key). Window over each residue class modulo
     `dilation` (> 1); extra keys are gathered (extra.kx, extra.vx)."""
@@ -114,11 +115,11 @@ def _window(
             x[:, :, None].expand(b, h, dilation, g, d).reshape(b, h * dilation, g, d)
             for x in (extra.kx, extra.vx)
         )
-        ex = Extra(extra.idx, extra.cnt, kx, vx)
+        ex = Extra(extra.idx, extra.cnt, kx, vx, col=m)  # dropout columns past the m key rows
     plan = window_plan(m, half, causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
     qval = None if padding is None else split_mask(padding)
     out, _ = listed_attention(
-        split(q), split(k), split(v), plan, split_mask(key_ok), scale, qval=qval, extra=ex
+        split(q), split(k), split(v), plan, split_mask(key_ok), scale, qval=qval, extra=ex, dropout=dropout
     )
     return out.view(b, h, dilation, m, d).transpose(2, 3).reshape(b, h, m * dilation, d)[:, :, :n]
 
@@ -132,9 +133,11 @@ def sliding_window_gpu(
     glob: torch.Tensor | None,
     scale: float,
     tokens: GlobalTokens | None = None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim). tokens: the global
-    tokens of `glob` when the caller has them (cached per mask), else found here."""
+    tokens of `glob` when the caller has them (cached per mask), else found here. dropout: of the
+    attention weights, inside the kernels."""
     b, h, n, d = q.shape
     if glob is not None and tokens is None:
         tokens = GlobalTokens.of(glob)
@@ -146,13 +149,22 @@ def sliding_window_gpu(
     if set(dilations) == {1}:
         plan = window_plan(n, pattern.half, pattern.causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
         if vec is None:
-            return listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding))[0]
+            return listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding), dropout=dropout)[0]
         extra = Extra(vec["idx"], vec["cnt"], slot=vec["slot"])
         rows = None
         if pattern.global_rows:
             rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, qmask=vec["notglob"])
         out, _ = listed_attention(
-            q, k, v, plan, vec["window_keys"], scale, qval=_qval(padding), extra=extra, rows=rows
+            q,
+            k,
+            v,
+            plan,
+            vec["window_keys"],
+            scale,
+            qval=_qval(padding),
+            extra=extra,
+            rows=rows,
+            dropout=dropout,
         )
         return out
 
@@ -170,21 +182,24 @@ def sliding_window_gpu(
     outs, order = [], []
     for dil, heads in groups.items():
         idx = torch.tensor(heads, device=q.device)
-        ex = None if extra is None else Extra(extra.idx, extra.cnt, extra.kx[:, idx], extra.vx[:, idx])
+        ex = None if extra is None else Extra(extra.idx, extra.cnt, extra.kx[:, idx], extra.vx[:, idx], col=n)
         qs, ks, vs = q[:, idx], k[:, idx], v[:, idx]
         if dil == 1:
             plan = window_plan(n, pattern.half, pattern.causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
             kv = kval if key_ok is None else _i8(key_ok)[:, None]
-            part, _ = listed_attention(qs, ks, vs, plan, kv, scale, qval=_qval(padding), extra=ex)
+            part, _ = listed_attention(
+                qs, ks, vs, plan, kv, scale, qval=_qval(padding), extra=ex, dropout=dropout
+            )
         else:
-            part = _window(qs, ks, vs, key_ok, padding, pattern.half, dil, pattern.causal, ex, scale)
+            part = _window(qs, ks, vs, key_ok, padding, pattern.half, dil, pattern.causal, ex, scale, dropout)
         outs.append(part)
         order.extend(heads)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)[:, torch.argsort(torch.tensor(order))]
     if tokens is None or not pattern.global_rows:
         return out
     rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval)
-    og, _ = listed_attention(q, k, v, empty_plan(n, q.device, SPLIT_BLOCK), kval, scale, rows=rows)
+    empty = empty_plan(n, q.device, SPLIT_BLOCK)
+    og, _ = listed_attention(q, k, v, empty, kval, scale, rows=rows, dropout=dropout)
     return torch.where(tokens.mask[:, None, :, None], og, out)  # og holds the global rows only
 
 
@@ -237,11 +252,12 @@ def block_sparse_gpu(
     pattern: BlockSparse,
     padding: torch.Tensor | None,
     scale: float,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, d = q.shape
     if pattern.is_dense(n):
-        return dense_attention(q, k, v, False, padding, scale)
+        return dense_attention(q, k, v, False, padding, scale, dropout)
     if isinstance(pattern.seed, torch.Tensor):  # an explicit plan: kept per seed tensor
         seed = pattern.seed
         tk = tensor_key(seed)
@@ -261,7 +277,7 @@ def block_sparse_gpu(
         )
     kval = _kval(padding, b, n, q.device)
     rows = _bigbird_rows(pattern, n, b, kval)
-    out, _ = listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding), rows=rows)
+    out, _ = listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding), rows=rows, dropout=dropout)
     return out
 
 
@@ -276,25 +292,32 @@ def local_chunks_gpu(
     pattern: LocalChunks,
     padding: torch.Tensor | None,
     scale: float,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, d = q.shape
     c = pattern.chunk_length
     if n <= c:
-        return dense_attention(q, k, v, pattern.causal, padding, scale)
+        return dense_attention(q, k, v, pattern.causal, padding, scale, dropout)
     plan = cyclic_plan(n, c, pattern.chunks_before, pattern.chunks_after, pattern.causal, False, q.device)
-    out, _ = listed_attention(q, k, v, plan, _kval(padding, b, n, q.device), scale, qval=_qval(padding))
+    kval = _kval(padding, b, n, q.device)
+    out, _ = listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding), dropout=dropout)
     return out
 
 
 def lsh_gpu(
-    q: torch.Tensor, v: torch.Tensor, pattern: LSH, padding: torch.Tensor | None, scale: float
+    q: torch.Tensor,
+    v: torch.Tensor,
+    pattern: LSH,
+    padding: torch.Tensor | None,
+    scale: float,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """q (shared with k), v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, d = q.shape
     real = real_keys(padding, b, n, q.device)
     if n <= pattern.chunk_length:
-        return _dense_lsh(q, v, pattern, real, scale, 0.0)
+        return _dense_lsh(q, v, pattern, real, scale, dropout)
     c, rounds = pattern.chunk_length, pattern.num_hashes
     q, v = pad_seq(q, c), pad_seq(v, c)
     real = pad_seq(real, c, dim=1, value=False)
@@ -306,7 +329,8 @@ def lsh_gpu(
     plan = cyclic_plan(
         rounds * n_p, c, pattern.chunks_before, pattern.chunks_after, pattern.causal, True, q.device
     )
-    out, lse = listed_attention(sq, len_norm(sq), sv, plan, _i8(sreal), scale, pos=slots.to(torch.int32))
+    pos = slots.to(torch.int32)
+    out, lse = listed_attention(sq, len_norm(sq), sv, plan, _i8(sreal), scale, pos=pos, dropout=dropout)
 
     # undo the sort: slot of (round, position) is inverse[round, position]
     flat = slots.view(b, h, rounds, n_p)
