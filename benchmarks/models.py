@@ -6,6 +6,7 @@ outputs are compared before anything is timed. Times: median of 10 after warm-up
 train = forward + backward of sum(last_hidden_state). Prints a table last; JSON to $OUT/models.json.
 
     PYTHONPATH=src python benchmarks/models.py [--seq 4096 16384] [--families longformer bigbird]
+        [--dropout 0.1] [--profile 25]   # --profile: longseq's top ops by GPU and host time
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 DEV = "cuda"
 ROWS: list[dict] = []
 DROPOUT = 0.0  # hidden and attention dropout of every model (--dropout)
+PROFILE = 0  # rows of the profile tables (--profile N; 0: no profile)
 
 
 def timeit(fn, reps: int = 10, warm: int = 3) -> float:
@@ -145,9 +147,29 @@ def bench(family: str, n: int) -> None:
             out.float().sum().backward()
 
         record(name, n, "train_bf16", step)
+        if PROFILE and name.startswith("longseq_"):
+            profile_step(name, n, step)
         del model
     del models, hf
     torch.cuda.empty_cache()
+
+
+def profile_step(name: str, n: int, step) -> None:
+    """The training step's top ops by GPU time and by host time (torch.profiler, after warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    table = prof.key_averages()
+    print(f"\n== profile {name} n={n}: 3 training steps, top ops by GPU time")
+    print(table.table(sort_by="cuda_time_total", row_limit=PROFILE))
+    print(f"== profile {name} n={n}: top ops by host time")
+    print(table.table(sort_by="cpu_time_total", row_limit=PROFILE), flush=True)
 
 
 def main() -> None:
@@ -157,9 +179,12 @@ def main() -> None:
         "--families", nargs="+", default=["longformer", "bigbird", "reformer", "roberta_sdpa"]
     )
     parser.add_argument("--dropout", type=float, default=0.0, help="hidden and attention dropout (HF: 0.1)")
+    parser.add_argument(
+        "--profile", type=int, default=0, help="print the top N ops of longseq's training step"
+    )
     args = parser.parse_args()
-    global DROPOUT
-    DROPOUT = args.dropout
+    global DROPOUT, PROFILE
+    DROPOUT, PROFILE = args.dropout, args.profile
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     for n in args.seq:
         for family in args.families:

@@ -281,6 +281,7 @@ def _train(args: argparse.Namespace) -> int:
         precision=precision,
         eval_every=c.eval_every,
         save_every=c.eval_every,
+        group_by_length=c.group_by_length,
         seed=c.seed,
         output_dir=args.output,
         strategy=args.strategy,

@@ -118,6 +118,7 @@ def test_fine_tune_a_pretrained_folder_on_a_jsonl_file(tmp_path, capsys) -> None
         "1",
         "--batch-size",
         "8",
+        "--group-by-length",  # tuple samples: measured by their ids
     ]
     with pytest.warns(UserWarning, match="cut to the model's 38 tokens"):
         assert main([*argv, "--eval-every", "2", "--output", str(out)]) == 0

@@ -29,6 +29,23 @@ def steps_per_epoch(num_samples: int, config: TrainConfig) -> int:
     return steps
 
 
+def sample_lengths(data: Any) -> np.ndarray:
+    """Tokens per sample, for `group_by_length`: `data.lengths()` where the dataset has it, else the
+    length of each sample's `input_ids` (a dict sample) or first element (a tuple sample)."""
+    if hasattr(data, "lengths"):
+        return np.asarray(data.lengths())
+    out = np.empty(len(data), dtype=np.int64)
+    for i in range(len(data)):
+        s = data[i]
+        ids = s.get("input_ids") if isinstance(s, dict) else (s[0] if isinstance(s, (tuple, list)) else None)
+        if ids is None or not hasattr(ids, "__len__"):
+            raise ValueError(
+                f"group_by_length: training sample {i} has no input_ids to measure; turn group_by_length off"
+            )
+        out[i] = len(ids)
+    return out
+
+
 GROUP_STEPS = 50  # steps whose samples `group_by_length` sorts together (HF's megabatch is 50 batches)
 
 
@@ -83,8 +100,8 @@ class StepBatchSampler:
             )
         if config.group_by_length and (lengths is None or len(lengths) != num_samples):
             raise ValueError(
-                "group_by_length needs the training samples' lengths: a dataset with a lengths() method "
-                "(the built-in tasks have one), or turn group_by_length off"
+                "group_by_length needs the training samples' lengths (training.data.sample_lengths), "
+                "or turn group_by_length off"
             )
         self.lengths = np.asarray(lengths) if config.group_by_length else None
         self.num_samples, self.config = num_samples, config

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, default_collate
 from . import distributed as D
 from .checkpoint import latest_checkpoint, read_checkpoint, resolve_checkpoint, write_checkpoint
 from .config import TrainConfig
-from .data import StepBatchSampler, count_tokens, eval_batches
+from .data import StepBatchSampler, count_tokens, eval_batches, sample_lengths
 from .errors import TrainingDivergedError, TrainingOutOfMemoryError, is_oom
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
@@ -144,9 +144,7 @@ class Trainer:
         )
 
     def _loader(self) -> DataLoader:
-        lengths = None
-        if self.config.group_by_length and hasattr(self.train_data, "lengths"):
-            lengths = self.train_data.lengths()
+        lengths = sample_lengths(self.train_data) if self.config.group_by_length else None
         sampler = StepBatchSampler(
             len(self.train_data), self.config, self.dist.rank, self.dist.world_size, self.step, lengths
         )
