@@ -374,9 +374,14 @@ def _eval_history(log: Path) -> list[dict[str, float]]:
     return rows
 
 
+# fields that change what is measured beside training, not the training itself (evaluation draws
+# no random numbers, so eval_every leaves the trained weights as they are)
+_BESIDE_TRAINING = ("models", "output_dir", "eval_every", "sweep_lengths")
+
+
 def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Two configs that differ at most in `models` and `output_dir`: their results can sit side by side."""
-    skip = ("models", "output_dir")
+    """Two configs that differ at most in _BESIDE_TRAINING: their results can sit side by side."""
+    skip = _BESIDE_TRAINING
     return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
 
 

@@ -248,6 +248,20 @@ def test_group_by_length_gives_steps_of_similar_lengths(tmp_path):
         StepBatchSampler(1000, c)
 
 
+def test_evaluating_leaves_the_training_as_it_is(tmp_path):
+    """Reformer's LSH without a seed draws rotations in eval too: evaluation must not move the RNG."""
+    cls, config = _families()[1]
+    ids = torch.randint(3, 32, (12, 32), generator=torch.Generator().manual_seed(0))
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    trained = []
+    for every in (0, 1):
+        torch.manual_seed(0)
+        model = cls(config)
+        Trainer(model, cfg(tmp_path / str(every), eval_every=every), data, data[:4]).train()
+        trained.append(weights(model))
+    assert_same(*trained)
+
+
 def _families():
     from longseq.models import BigBirdForMaskedLM, ReformerModelWithLMHead
     from longseq.models.configs import BigBirdConfig, ReformerConfig
@@ -278,6 +292,32 @@ def _families():
         max_position_embeddings=32,
     )
     return [(BigBirdForMaskedLM, bigbird), (ReformerModelWithLMHead, reformer)]
+
+
+@pytest.mark.parametrize("family", [0, 1], ids=["bigbird_mlm", "reformer_lm"])
+def test_eval_loss_is_the_token_mean_whatever_the_batch_size(tmp_path, family):
+    """LM losses are means over labelled tokens: eval batches weigh by them, not by samples."""
+    from functools import partial
+
+    from longseq.training.tasks import pad_collate
+
+    make, config = _families()[family]
+    torch.manual_seed(0)
+    model = make(config)
+    gen = torch.Generator().manual_seed(1)
+    data = []
+    for i, n in enumerate([9, 20, 14, 31, 6, 25, 12]):
+        ids = torch.randint(3, 32, (n,), generator=gen)
+        labels = ids.clone()
+        labels[torch.rand(n, generator=gen) < (0.2 + 0.1 * i)] = -100  # unequal labelled counts
+        data.append({"input_ids": ids, "labels": labels})
+    losses = []
+    for bs in (1, 3, 7):
+        c = cfg(tmp_path, batch_size=bs)
+        losses.append(
+            Trainer(model, c, data, data, collate_fn=partial(pad_collate, pad_id=0)).evaluate()["eval_loss"]
+        )
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5) and losses[2] == pytest.approx(losses[0], rel=1e-5)
 
 
 @pytest.mark.parametrize("family", [0, 1], ids=["bigbird_mlm", "reformer_lm"])

@@ -387,6 +387,8 @@ class BigBirdForMaskedLM(_WithLMHead):
 class BigBirdForCausalLM(_WithLMHead):
     """Causal LM (set `is_decoder=True`, as HF asks): causal full attention at every length."""
 
+    lm_loss_shift = 1  # the loss predicts labels[:, 1:] (the trainer weights eval batches by it)
+
     def __init__(self, config: BigBirdConfig) -> None:
         super().__init__(config)
         self.init_weights()

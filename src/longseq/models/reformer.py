@@ -366,6 +366,7 @@ class ReformerModelWithLMHead(_ReformerPreTrained):
     """Causal language model (config.is_decoder must be True); cached decoding with past_buckets_states."""
 
     key_table: ClassVar[KeyTable] = LM_KEYS
+    lm_loss_shift = 1  # the loss predicts labels[:, 1:] (the trainer weights eval batches by it)
 
     def __init__(self, config: ReformerConfig) -> None:
         super().__init__(config)

@@ -66,6 +66,16 @@ def _predictions(out: Any) -> Any:
     raise ValueError(f"{type(out).__name__} has no logits (nor start_logits) for metrics")
 
 
+def _loss_weight(batch: Any, samples: int, shift: int) -> torch.Tensor | int:
+    """What a batch's mean loss averages over: its labelled tokens for token-level labels (MLM, causal
+    LM after the model's `shift`, tagging), else its samples. Weighting batch means by it makes
+    `eval_loss` the corpus mean, whatever the batch size."""
+    labels = batch.get("labels") if isinstance(batch, dict) else None
+    if isinstance(labels, torch.Tensor) and labels.dim() >= 2 and not labels.is_floating_point():
+        return (labels[..., shift:] != -100).sum()
+    return samples
+
+
 def _labels(batch: dict) -> Any:
     if batch.get("labels") is not None:
         return batch["labels"].cpu()
@@ -264,35 +274,43 @@ class Trainer:
         module = self.module if D.is_fsdp(self.module) else self.model
         was_training = module.training
         module.eval()
-        loss_sum, count = torch.zeros((), device=dev, dtype=torch.float64), 0
+        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        count = torch.zeros((), device=dev, dtype=torch.float64)
+        shift = int(getattr(self.model, "lm_loss_shift", 0))
         preds: list[Any] = []
         labels: list[Any] = []
         plan = eval_batches(
             len(self.eval_data), c.batch_size, self.dist.rank, self.dist.world_size, c.max_eval_batches
         )
-        try:
-            for indices, real in plan:
-                batch = self.collate_fn([self.eval_data[i] for i in indices])
-                batch = _to_device(batch, dev)
-                with self._autocast():
-                    out = module(**batch)
-                if not real:
-                    continue
-                if getattr(out, "loss", None) is not None:
-                    loss_sum += out.loss.double() * len(indices)
-                    count += len(indices)
-                if self.metrics is not None:
-                    preds.append(_predictions(out))
-                    labels.append(_labels(batch))
-        except Exception as e:
-            if is_oom(e):
-                raise self._oom(e, "in evaluation") from e
-            raise
-        finally:
-            module.train(was_training)
-        stats = D.all_reduce_sum(
-            torch.stack([loss_sum, torch.tensor(float(count), device=dev, dtype=torch.float64)])
-        )
+        # evaluation leaves the random state as it found it (LSH without a seed draws rotations), so
+        # how often a run evaluates never changes what it trains
+        devices = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            try:
+                for indices, real in plan:
+                    batch = self.collate_fn([self.eval_data[i] for i in indices])
+                    batch = _to_device(batch, dev)
+                    with self._autocast():
+                        out = module(**batch)
+                    if not real:
+                        continue
+                    if getattr(out, "loss", None) is not None:
+                        weight = _loss_weight(batch, len(indices), shift)
+                        if (
+                            not isinstance(weight, int) or weight
+                        ):  # (0 labelled tokens: a NaN mean, no weight)
+                            loss_sum += torch.nan_to_num(out.loss.double()) * weight
+                            count += weight
+                    if self.metrics is not None:
+                        preds.append(_predictions(out))
+                        labels.append(_labels(batch))
+            except Exception as e:
+                if is_oom(e):
+                    raise self._oom(e, "in evaluation") from e
+                raise
+            finally:
+                module.train(was_training)
+        stats = D.all_reduce_sum(torch.stack([loss_sum, count]))
         result: dict[str, float] = {}
         if float(stats[1]) > 0:
             result["eval_loss"] = float(stats[0] / stats[1])
