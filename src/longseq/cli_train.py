@@ -12,7 +12,17 @@ from typing import Any
 
 import torch
 
-from .compare import MODELS, PRESETS, TASKS, CompareConfig, build_model, compare, load_task, preset
+from .compare import (
+    MODELS,
+    PRESETS,
+    TASKS,
+    CompareConfig,
+    build_model,
+    compare,
+    load_task,
+    precision_of,
+    preset,
+)
 from .training import TrainConfig, Trainer
 
 _SKIP = {"extra", "models", "task", "output_dir"}
@@ -270,8 +280,7 @@ def _train(args: argparse.Namespace) -> int:
         splits, vocab = load_task(c)
         torch.manual_seed(c.seed)
         model = build_model(args.family, c, vocab, c.max_length + 2)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = c.precision if c.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+    precision = precision_of(c, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     config = TrainConfig(
         lr=c.lr,
         weight_decay=c.weight_decay,

@@ -199,7 +199,8 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _precision(c: CompareConfig, device: torch.device) -> str:
+def precision_of(c: CompareConfig, device: torch.device) -> str:
+    """The run's precision: the config's, or for "auto" bf16 on CUDA and fp32 on CPU."""
     return c.precision if c.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
 
 
@@ -269,7 +270,7 @@ def _evaluate(
     the training precision."""
     model.eval()
     right, lengths, latency = [], [], []
-    with torch.no_grad(), _autocast(device, _precision(c, device)):
+    with torch.no_grad(), _autocast(device, precision_of(c, device)):
         for start in range(0, len(data), c.batch_size):
             batch = collate_fn([data[i] for i in range(start, min(start + c.batch_size, len(data)))])
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -303,7 +304,7 @@ def run_model(name: str, c: CompareConfig, splits: dict[str, Any], vocab: int, o
     torch.manual_seed(c.seed)
     max_positions = max(c.max_length + 2, *c.sweep_lengths)
     model = build_model(name, c, vocab, max_positions)
-    precision = _precision(c, device)
+    precision = precision_of(c, device)
     config = TrainConfig(
         lr=c.lr,
         weight_decay=c.weight_decay,
@@ -374,15 +375,15 @@ def _eval_history(log: Path) -> list[dict[str, float]]:
     return rows
 
 
-# fields that change what is measured beside training, not the training itself (evaluation draws
-# no random numbers, so eval_every leaves the trained weights as they are)
+# fields that change what is measured beside training, not the training itself (the trainer's
+# evaluation leaves the random state as it was, so eval_every does not change the trained weights)
 _BESIDE_TRAINING = ("models", "output_dir", "eval_every", "sweep_lengths")
 
 
 def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two configs that differ at most in _BESIDE_TRAINING: their results can sit side by side."""
-    skip = _BESIDE_TRAINING
-    return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+    same = {k: v for k, v in a.items() if k not in _BESIDE_TRAINING}
+    return same == {k: v for k, v in b.items() if k not in _BESIDE_TRAINING}
 
 
 def _earlier_results(path: Path, config: dict[str, Any], log: Any) -> dict[str, dict[str, Any]]:

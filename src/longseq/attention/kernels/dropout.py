@@ -57,6 +57,11 @@ def threshold(p: float) -> int:
     return min(round(p * 2**31), 2**31 - 1)
 
 
+def kernel_args(p: float) -> tuple[float, int]:
+    """The kernels' (rdrop, thr) for drop probability p: (1 / (1 - p), threshold), or (1, 0) for none."""
+    return (1.0 / (1.0 - p), threshold(p)) if p > 0 else (1.0, 0)
+
+
 def new_seed(device: torch.device) -> torch.Tensor:
     """Two random int32 seed words on `device`, from torch's generator (torch.manual_seed applies)."""
     return torch.randint(-(2**31), 2**31 - 1, (2,), dtype=torch.int32, device=device)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import _flash
-from .dropout import new_seed, threshold
+from .dropout import kernel_args, new_seed
 from .launch import _INTERPRET, Consts, launch
 
 
@@ -216,7 +216,7 @@ class _ListedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale, dropout, seed):
         b, h, nq, d = q.shape
         drop = dropout > 0
-        rdrop, thr = (1.0 / (1.0 - dropout), threshold(dropout)) if drop else (1.0, 0)
+        rdrop, thr = kernel_args(dropout)
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
         o = torch.empty_like(q) if plan.covers_all else torch.zeros_like(q)
@@ -275,7 +275,7 @@ class _ListedAttention(torch.autograd.Function):
         q, k, v, kx, vx, o, lse, kval, pos = ctx.saved_tensors
         plan, scale, extra, rows = ctx.plan, ctx.scale, ctx.extra, ctx.rows
         drop = ctx.dropout > 0
-        rdrop, thr = (1.0 / (1.0 - ctx.dropout), threshold(ctx.dropout)) if drop else (1.0, 0)
+        rdrop, thr = kernel_args(ctx.dropout)
         b, h, nq, d = q.shape
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
