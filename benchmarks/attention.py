@@ -6,7 +6,7 @@ PyTorch's own bf16 math under the same mask (longseq's torch backend in bf16). T
 12 heads, head_dim 64: forward and forward+backward, median ms (triton.testing.do_bench) and peak
 MiB. Prints a table last; writes JSON to $OUT/attention.json.
 
-    PYTHONPATH=src python benchmarks/attention.py [--quick]
+    PYTHONPATH=src python benchmarks/attention.py [--quick] [--check-only | --timing-only | --profile]
 """
 
 from __future__ import annotations
@@ -458,8 +458,9 @@ def main() -> None:
     quick = "--quick" in sys.argv
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     t0 = time.time()
-    correctness()
-    print(f"correctness done in {time.time() - t0:.0f} s", flush=True)
+    if "--timing-only" not in sys.argv:  # the checks take about 4 minutes on an H200
+        correctness()
+        print(f"correctness done in {time.time() - t0:.0f} s", flush=True)
     if "--check-only" not in sys.argv:
         timing(quick)
     out = os.environ.get("OUT", "/tmp")
