@@ -66,7 +66,9 @@ def attend(
     q, k, v: (batch, heads, seq, head_dim). padding_mask: (batch, seq) bool, True = real token;
     padded keys are never attended and padded query rows give zeros. global_mask: (batch, seq)
     bool, True = global token (SlidingWindow only). scale: multiplies the scores, 1/sqrt(head_dim)
-    by default. dropout: probability of dropping attention weights (pass 0 in eval).
+    by default. dropout: probability of dropping attention weights (pass 0 in eval); the gpu backend
+    drops inside its kernels with a counter-based mask (`kernels/dropout.py`), the torch backend with
+    torch's generator, so the two draw different masks from the same seed.
     Returns (batch, heads, seq, head_dim) in q's dtype.
 
     With `global_mask`, the number of global tokens sizes a tensor, so it is read on the host: once
