@@ -191,11 +191,3 @@ def test_global_rows_false_keeps_only_the_global_columns() -> None:
     )
     assert torch.allclose(keys[:, :, 10], plain[:, :, 10])  # the global row sees its window only
     assert not torch.allclose(both[:, :, 10], keys[:, :, 10])  # where the symmetric pattern sees all
-
-
-def test_auto_takes_the_kernels_for_dropout_only_where_measured_faster() -> None:
-    from longseq.attention import _fused_pays
-
-    assert _fused_pays(SlidingWindow(8), 0.1) and _fused_pays(BlockSparse(16, 1), 0.1)
-    assert not _fused_pays(LSH(1, 4, 16), 0.1) and not _fused_pays(LocalChunks(16), 0.1)
-    assert _fused_pays(LSH(1, 4, 16), 0.0) and _fused_pays(LocalChunks(16), 0.0)

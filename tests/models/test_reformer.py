@@ -359,6 +359,34 @@ def test_reversible_sequence_streams() -> None:
     assert max(max_diff(a, b) for a, b in zip(*grads, strict=True)) <= 1e-5
 
 
+def test_reversible_recomputes_under_the_forwards_autocast() -> None:
+    """Under bf16 autocast the backward's recomputation runs in bf16 too, so its gradients are those
+    of plain autograd in bf16 (recomputing in float32 is off by bf16's rounding, ~1e-2 here)."""
+    torch.manual_seed(0)
+    seen: list[torch.dtype] = []
+
+    class Recorded(torch.nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = super().forward(x)
+            seen.append(out.dtype)
+            return out
+
+    pairs = [(Recorded(32, 32), torch.nn.Sequential(Recorded(32, 32), torch.nn.Tanh())) for _ in range(3)]
+    x1 = torch.randn(2, 7, 32, requires_grad=True)
+    x2 = torch.randn(2, 7, 32, requires_grad=True)
+    params = [p for f, g in pairs for p in [*f.parameters(), *g.parameters()]]
+    grads = []
+    for recompute in (True, False):
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y1, y2 = reversible_sequence(x1, x2, pairs, recompute=recompute)
+        grads.append(torch.autograd.grad((y1.float() * y2.float()).sum(), [x1, x2, *params]))
+        assert seen and set(seen) == {torch.bfloat16}  # forward and (when recomputing) backward
+    assert len(grads) == 2
+    worst = max(max_diff(a, b) / b.abs().max().item() for a, b in zip(*grads, strict=True))
+    assert worst <= 1e-3, worst
+
+
 # ------------------------------------------------------------------------------------ checkpoints
 
 

@@ -41,14 +41,6 @@ def _gpu_available(q: torch.Tensor) -> bool:
     return q.is_cuda and kernels.available()
 
 
-def _fused_pays(pattern: Pattern, dropout: float) -> bool:
-    """Whether `auto` takes the kernels. With attention dropout, LSH and LocalChunks keep the torch
-    backend: measured on an H200 (benchmarks/RESULTS.md, 2026-12-01), a Reformer trained 2.3x slower
-    with the kernels' dropout than with torch's (LRA ListOps, batch 32); windows and blocks train
-    faster with it (Longformer 2.5x)."""
-    return not (dropout and isinstance(pattern, (LSH, LocalChunks)))
-
-
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -88,7 +80,7 @@ def attend(
     if backend == "gpu" and not _gpu_available(q):
         raise ValueError("backend='gpu' needs CUDA tensors and the GPU kernels; use backend='torch'")
     s = default_scale(q.shape[-1], scale)
-    fused = backend == "gpu" or (backend == "auto" and _gpu_available(q) and _fused_pays(pattern, dropout))
+    fused = backend == "gpu" or (backend == "auto" and _gpu_available(q))
     if fused and isinstance(pattern, kernels.SUPPORTED):
         tokens = None if glob is None else global_tokens(global_mask, padding_mask, glob)
         return kernels.gpu_attention(q, k, v, pattern, padding, glob, s, tokens, dropout)
