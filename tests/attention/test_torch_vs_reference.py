@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longseq.attention import LSH, BlockSparse, Dense, LocalChunks, SlidingWindow, attend
+from longseq.attention.dense import dense_attention
 
 ATOL = 1e-5
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True)
@@ -72,6 +73,28 @@ def compare(q, k, v, pattern, grad, shared_qk: bool = False, **masks) -> None:
 def test_dense(s: dict, causal: bool) -> None:
     q, k, v, padding, grad, _ = inputs(s)
     compare(q, k, v, Dense(causal), grad, padding_mask=padding)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(s=shapes(), multiple=st.sampled_from([8, 64]))
+def test_dense_padded_to_a_length_multiple(s: dict, multiple: int) -> None:
+    """The CUDA path pads masked lengths up to a multiple (few shapes for cuDNN): same result."""
+    s = {**s, "padded": True}
+    q, k, v, padding, grad, _ = inputs(s)
+    results = []
+    for m in (multiple, None):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+        if m is None:
+            out = attend(*leaves, Dense(False), padding_mask=padding, backend="reference")
+        else:
+            out = dense_attention(*leaves, False, padding, q.shape[-1] ** -0.5, length_multiple=m)
+        (out * grad).sum().backward()
+        results.append((out.detach(), [t.grad for t in leaves]))
+    (out_p, grads_p), (out_r, grads_r) = results
+    assert out_p.shape == out_r.shape
+    torch.testing.assert_close(out_p, out_r, atol=ATOL, rtol=ATOL)
+    for gp, gr in zip(grads_p, grads_r, strict=True):
+        torch.testing.assert_close(gp, gr, atol=ATOL, rtol=ATOL)
 
 
 @SETTINGS
