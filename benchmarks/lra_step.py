@@ -2,8 +2,9 @@
 
 The models are compare's (6 layers, width 512, 8 heads, MLP 2048, dropout 0.1); a batch is 32
 ListOps-like inputs of lengths between 0.9 L and L (as length grouping makes them), bf16 autocast,
-forward + backward + AdamW. Variants show what a step's time is made of: no padding mask, no
-dropout, and the attention backend forced ("torch" / "gpu"). Prints a table last; JSON to
+forward + backward + AdamW. Variants show what a step's time is made of: a new length every step
+(with and without dense attention's padding of lengths), no padding mask, no dropout, and the
+attention backend forced ("torch" / "gpu"). Prints a table last; JSON to
 $OUT/lra_step.json.
 
     PYTHONPATH=src python benchmarks/lra_step.py [--models dense reformer] [--length 1024]
@@ -19,11 +20,13 @@ import time
 
 import torch
 
+from longseq.attention import dense
 from longseq.compare import PRESETS, CompareConfig, build_model
 from longseq.data import listops
 
 DEV = "cuda"
 ROWS: list[dict] = []
+MULTIPLE = dense.CUDA_LENGTH_MULTIPLE
 
 
 def make_batch(n: int, batch: int, vocab: int, padded: bool) -> dict[str, torch.Tensor]:
@@ -61,12 +64,22 @@ def run(name: str, variant: str, n: int, profile: int) -> None:
         set_backend(model, "gpu")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=DEV == "cuda")
-    batch = make_batch(n, c.batch_size, len(listops.VOCAB), padded="nomask" not in variant)
-    if "nomask" in variant:
-        batch.pop("attention_mask")
-    real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else n * c.batch_size
+    # varlen: every step a new length (n, n - 7, n - 14, ...), as in training on grouped batches;
+    # unpadded: without dense attention's padding of lengths to a multiple (one cuDNN plan per shape)
+    dense.CUDA_LENGTH_MULTIPLE = 1 if "unpadded" in variant else MULTIPLE
+    lengths = [max(n - 7 * i, 8) for i in range(11)] if "varlen" in variant else [n] * 11
+    padded = "nomask" not in variant
+    batches = [make_batch(m, c.batch_size, len(listops.VOCAB), padded) for m in lengths]
+    real = sum(int(b["attention_mask"].sum()) for b in batches[3:]) / 8  # of a timed step, on average
+    if not padded:
+        for b in batches:
+            b.pop("attention_mask")
+    batch = batches[-1]
+    feed = iter(batches)
 
     def step() -> None:
+        nonlocal batch
+        batch = next(feed, batch)
         with torch.autocast(DEV, dtype=torch.bfloat16, enabled=DEV == "cuda"):
             loss = model(**batch).loss
         loss.backward()
@@ -112,10 +125,10 @@ def run(name: str, variant: str, n: int, profile: int) -> None:
 
 
 VARIANTS = {
-    "dense": ["base", "nomask", "nodrop"],
+    "dense": ["base", "varlen", "varlen_unpadded", "nomask"],
     "longformer": ["base"],
     "bigbird": ["base"],
-    "reformer": ["base", "nodrop", "gpu"],
+    "reformer": ["base", "gpu"],
 }
 
 

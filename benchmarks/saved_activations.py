@@ -5,7 +5,7 @@ autocast training forward at two lengths; the difference is the per-token part (
 the rest is fixed (autocast's weight copies). The gpu kernels run in Triton's interpreter, so no GPU
 is needed and the count does not depend on one. Prints the largest saved tensors by source line.
 
-    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/saved_activations.py [--seq 1024 2048]
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/saved_activations.py [--seq 1024 2048] [--bigbird]
 """
 
 from __future__ import annotations
@@ -57,9 +57,12 @@ def main() -> None:
     A._gpu_available = lambda q: True  # the gpu backend, interpreted
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, nargs=2, default=[1024, 2048])
+    parser.add_argument("--bigbird", action="store_true", help="also longseq's BigBird(64, 3)")
     args = parser.parse_args()
     common = dict(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     totals: dict[str, list[int]] = {"longseq Longformer": [], "HF RoBERTa-SDPA": []}
+    if args.bigbird:
+        totals["longseq BigBird"] = []
     for n in args.seq:
         ids = torch.randint(5, 1000, (1, n), generator=torch.Generator().manual_seed(0))
         glob = torch.zeros_like(ids)
@@ -76,6 +79,23 @@ def main() -> None:
         print(f"longseq Longformer, {n} tokens: {total / 2**20:.1f} MiB saved; largest:")
         for line, size in where.most_common(8):
             print(f"  {size / 2**20:7.2f} MiB  {line}")
+        if args.bigbird:
+            torch.manual_seed(0)
+            config = T.BigBirdConfig(
+                attention_type="block_sparse",
+                block_size=64,
+                num_random_blocks=3,
+                max_position_embeddings=n,
+                **common,
+            )
+            with tempfile.TemporaryDirectory() as folder:
+                T.BigBirdModel(config).save_pretrained(folder)
+                bigbird = longseq.AutoModel.from_pretrained(folder)
+            total, where = saved_bytes(bigbird, dict(input_ids=ids))
+            totals["longseq BigBird"].append(total)
+            print(f"longseq BigBird, {n} tokens: {total / 2**20:.1f} MiB saved; largest:")
+            for line, size in where.most_common(8):
+                print(f"  {size / 2**20:7.2f} MiB  {line}")
         roberta = T.RobertaModel(
             T.RobertaConfig(max_position_embeddings=n + 2, attn_implementation="sdpa", **common)
         )

@@ -1,4 +1,5 @@
-"""Activations by Hugging Face's names equal HF's own (the oracle), and keep little for backward."""
+"""Activations by Hugging Face's names equal HF's own (the oracle) and keep little for backward;
+`act_linear` (the activation recomputed in backward) equals plain autograd."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 from transformers.activations import ACT2FN  # noqa: E402
 
+from longseq.layers.act_linear import act_linear  # noqa: E402
 from longseq.layers.activations import ACTIVATIONS, activation  # noqa: E402
 
 
@@ -36,3 +38,66 @@ def test_keeps_only_its_input_for_backward(name: str) -> None:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         activation(name)(x)
     assert saved == {x.untyped_storage().data_ptr()}
+
+
+def _grads(fn, h: torch.Tensor, linear: torch.nn.Linear, dy: torch.Tensor) -> list[torch.Tensor]:
+    linear.zero_grad()
+    h = h.detach().clone().requires_grad_(True)
+    out = fn(h)
+    (out.float() * dy).sum().backward()
+    return [out.detach().float(), h.grad, linear.weight.grad.clone(), linear.bias.grad.clone()]
+
+
+@pytest.mark.parametrize("name", ["gelu", "gelu_new", "relu", "silu"])
+def test_act_linear_equals_plain_autograd(name: str) -> None:
+    """Output and the input, weight and bias gradients of linear(act(h)), 3-d input of odd sizes."""
+    gen = torch.Generator().manual_seed(1)
+    linear = torch.nn.Linear(37, 11)
+    h = torch.randn(2, 13, 37, generator=gen)
+    dy = torch.randn(2, 13, 11, generator=gen)
+    act = activation(name)
+    ours = _grads(lambda x: act_linear(x, act, linear), h, linear, dy)
+    plain = _grads(lambda x: linear(act(x)), h, linear, dy)
+    for a, b in zip(ours, plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_act_linear_under_bf16_autocast() -> None:
+    """Under autocast the backward recomputes in bf16 too: as close to float32 as plain bf16
+    autograd is, and only h (not act(h)) is kept for backward."""
+    gen = torch.Generator().manual_seed(2)
+    linear = torch.nn.Linear(64, 32)
+    h = torch.randn(4, 50, 64, generator=gen)
+    dy = torch.randn(4, 50, 32, generator=gen)
+    act = activation("gelu_new")
+    exact = _grads(lambda x: linear(act(x)), h.double().float(), linear, dy)
+
+    def bf16(fn):
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fn(x.to(torch.bfloat16))
+
+        return run
+
+    ours = _grads(bf16(lambda x: act_linear(x, act, linear)), h, linear, dy)
+    plain = _grads(bf16(lambda x: linear(act(x))), h, linear, dy)
+    for name, o, p, e in zip(("out", "dh", "dw", "db"), ours, plain, exact, strict=True):
+        err_o, err_p = (o.float() - e).abs().max().item(), (p.float() - e).abs().max().item()
+        assert err_o <= 2 * err_p + 1e-6, (name, err_o, err_p)
+    saved: list[torch.Size] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.shape)
+        return t
+
+    x = h.to(torch.bfloat16).requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", torch.bfloat16):
+        act_linear(x, act, linear)
+    assert sorted(saved) == sorted([x.shape, linear.weight.shape])
+
+
+def test_act_linear_without_grad_is_plain() -> None:
+    linear = torch.nn.Linear(8, 4)
+    h = torch.randn(3, 8)
+    with torch.no_grad():
+        assert torch.equal(act_linear(h, torch.tanh, linear), linear(torch.tanh(h)))

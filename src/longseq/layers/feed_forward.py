@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .act_linear import act_linear
 from .activations import activation
 
 __all__ = ["ChunkedFeedForward", "apply_chunked"]
@@ -47,7 +48,7 @@ class ChunkedFeedForward(nn.Module):
 
     def _chunk(self, x: torch.Tensor) -> torch.Tensor:
         h = F.dropout(self.w1(self.norm(x)), p=self.dropout, training=self.training)  # (b, chunk, inner)
-        return F.dropout(self.w2(self.act(h)), p=self.dropout, training=self.training)
+        return F.dropout(act_linear(h, self.act, self.w2), p=self.dropout, training=self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_chunked(self._chunk, x, self.chunk_size)

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .autocast import autocast_from, autocast_state
+
 __all__ = ["reversible_sequence"]
 
 Pair = tuple[nn.Module, nn.Module]  # (f, g)
@@ -45,28 +47,6 @@ def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]
     cpu = torch.get_rng_state()
     dev = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return cpu, dev
-
-
-def _autocast_state(device: torch.device) -> list[dict[str, Any]]:
-    """The autocast settings in force for `device` (and the CPU), to re-enter in the backward pass."""
-    types = [device.type] if device.type == "cpu" else [device.type, "cpu"]
-    return [
-        dict(
-            device_type=t,
-            enabled=torch.is_autocast_enabled(t),
-            dtype=torch.get_autocast_dtype(t),
-            cache_enabled=torch.is_autocast_cache_enabled(),
-        )
-        for t in types
-    ]
-
-
-@contextlib.contextmanager
-def _autocast(state: list[dict[str, Any]]) -> Iterator[None]:
-    with contextlib.ExitStack() as stack:
-        for kwargs in state:
-            stack.enter_context(torch.autocast(**kwargs))
-        yield
 
 
 @contextlib.contextmanager
@@ -118,7 +98,7 @@ class _Reversible(torch.autograd.Function):
             states.append((f_state, g_state))
         ctx.save_for_backward(x1, x2)
         ctx.pairs, ctx.f_kwargs, ctx.states, ctx.params = pairs, f_kwargs, states, params
-        ctx.autocast = _autocast_state(device)
+        ctx.autocast = autocast_state(device)
         return x1, x2
 
     @staticmethod
@@ -138,7 +118,7 @@ class _Reversible(torch.autograd.Function):
             g_params = [p for p in g.parameters() if id(p) in index]
             f_params = [p for p in f.parameters() if id(p) in index]
             # g: rebuild X2 = Y2 - g(Y1), and push dY2 through g
-            with torch.enable_grad(), _replay(g_state, device), _autocast(ctx.autocast):
+            with torch.enable_grad(), _replay(g_state, device), autocast_from(ctx.autocast):
                 y1_in = y1.detach().requires_grad_(True)
                 gy = g(y1_in)
             d_y1, *d_g = torch.autograd.grad(gy, [y1_in, *g_params], dy2, allow_unused=True)
@@ -147,7 +127,7 @@ class _Reversible(torch.autograd.Function):
             x2 = (y2 - gy).detach()
             del gy
             # f: rebuild X1 = Y1 - f(X2), and push dY1 (which includes g's share) through f
-            with torch.enable_grad(), _replay(f_state, device), _autocast(ctx.autocast):
+            with torch.enable_grad(), _replay(f_state, device), autocast_from(ctx.autocast):
                 x2_in = x2.requires_grad_(True)
                 fx = f(x2_in, **ctx.f_kwargs)
             d_x2, *d_f = torch.autograd.grad(fx, [x2_in, *f_params], dy1, allow_unused=True)

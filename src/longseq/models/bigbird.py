@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..attention import BlockSparse, Dense, Pattern, attend
+from ..layers.act_linear import act_linear
 from ..layers.activations import activation
 from .base import LongseqPreTrainedModel, finish_output, input_shape
 from .configs import BigBirdConfig
@@ -507,7 +508,7 @@ class BigBirdQAHead(nn.Module):
         self.span = SpanHead(c.hidden_size)
 
     def forward(self, x: Tensor, question_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        h = self.ffn_out(self.act(self.ffn_in(self.dropout(x))))
+        h = act_linear(self.ffn_in(self.dropout(x)), self.act, self.ffn_out)
         start, end = self.span(self.norm(x + self.dropout(h)))  # (batch, seq) each
         if question_mask is not None:  # HF: question tokens (not the first) get -1e6
             start, end = start - question_mask * 1e6, end - question_mask * 1e6

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..layers.act_linear import act_linear
 from ..layers.activations import activation
 
 
@@ -112,7 +113,7 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, **attention_args: torch.Tensor | None) -> torch.Tensor:
         a = self.attention(x, **attention_args)  # (batch, seq, hidden)
         x = self.attn_norm(x + self.dropout(self.attn_out(a)))
-        h = self.ffn_out(self.act(self.ffn_in(x)))
+        h = act_linear(self.ffn_in(x), self.act, self.ffn_out)  # keeps ffn_in(x), not act of it
         return self.ffn_norm(x + self.dropout(h))
 
 
