@@ -44,7 +44,7 @@ class _ActLinear(torch.autograd.Function):
         dy = dy.to(ctx.dtype)
         a2 = a.detach().to(ctx.dtype).reshape(-1, a.shape[-1])  # (tokens, inner)
         dy2 = dy.reshape(-1, dy.shape[-1])  # (tokens, out)
-        d_weight = (dy2.t() @ a2).to(weight.dtype) if weight.requires_grad else None
+        d_weight = (dy2.t() @ a2).to(weight.dtype) if ctx.needs_input_grad[1] else None
         d_bias = dy2.float().sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         d_h = None
         if ctx.needs_input_grad[0]:
