@@ -299,8 +299,9 @@ def timing(quick: bool) -> None:
     time_million()
 
 
-def reformer(n: int) -> None:
-    """Local and LSH attention layers (projections included on both sides) vs HF's modules."""
+def reformer_cases(n: int) -> list[tuple[str, str, object]]:
+    """(impl, label, fwd) for the local and LSH layers, projections included on both sides: longseq's,
+    then HF's modules (when transformers imports). fwd() -> (out, inputs)."""
     hidden = torch.randn(1, n, H * D, device=DEV, dtype=BF16, requires_grad=True)
     proj = torch.nn.Linear(H * D, H * D, bias=False, device=DEV, dtype=BF16)
     projv = torch.nn.Linear(H * D, H * D, bias=False, device=DEV, dtype=BF16)
@@ -321,14 +322,16 @@ def reformer(n: int) -> None:
         out = attend(qk, qk, heads(projv(hidden)), lsh, backend="gpu", scale=1.0)
         return out.transpose(1, 2).reshape(1, n, H * D), [hidden]
 
-    time_pair("longseq gpu (+proj)", "reformer local64", n, ours_local)
-    time_pair("longseq gpu (+proj)", "reformer lsh c64 1 hash", n, ours_lsh)
+    cases = [
+        ("longseq gpu (+proj)", "reformer local64", ours_local),
+        ("longseq gpu (+proj)", "reformer lsh c64 1 hash", ours_lsh),
+    ]
     try:
         from transformers import ReformerConfig
         from transformers.models.reformer.modeling_reformer import LocalSelfAttention, LSHSelfAttention
     except Exception:
         print("transformers does not import: HF peers skipped", flush=True)
-        return
+        return cases
     cfg = ReformerConfig(
         hidden_size=H * D, num_attention_heads=H, attention_head_size=D, local_attn_chunk_length=64,
         lsh_attn_chunk_length=64, num_hashes=1, num_buckets=512, is_decoder=False,
@@ -338,9 +341,16 @@ def reformer(n: int) -> None:
         ("reformer local64", LocalSelfAttention),
         ("reformer lsh c64 1 hash", LSHSelfAttention),
     ):
+        mod = cls(cfg).to(DEV, BF16).train()
+        cases.append(("hf module", label, lambda mod=mod: (mod(hidden)[0], [hidden])))
+    return cases
+
+
+def reformer(n: int) -> None:
+    """Local and LSH attention layers (projections included on both sides) vs HF's modules."""
+    for impl, label, fwd in reformer_cases(n):
         try:
-            mod = cls(cfg).to(DEV, BF16).train()
-            time_pair("hf module", label, n, lambda mod=mod: (mod(hidden)[0], [hidden]))
+            time_pair(impl, label, n, fwd)
         except Exception:
             traceback.print_exc()
 
@@ -401,7 +411,13 @@ def profile() -> None:
         q, k, v = qkv(4096)
         bb = BlockSparse(64, 3, seed=0)
         out.append(("bigbird 4096 fwd", lambda: attend(q, k, v, bb, backend="gpu")))
+        for impl, label, fwd in reformer_cases(16384):
+            out.append((f"{impl} {label} 16384 fwd+bwd", lambda fwd=fwd: fwd_bwd(fwd)))
         return out
+
+    def fwd_bwd(fwd) -> None:
+        out, ins = fwd()
+        torch.autograd.grad(out, ins, torch.ones_like(out))
 
     for name, fn in cases():
         fn()

@@ -3,7 +3,9 @@
 2 layers, hidden 768, 12 heads, FFN 3072, batch 1 (the ANCHORS configs). For each family the HF
 model is built with transformers, saved, and loaded by longseq, so both hold the same weights;
 outputs are compared before anything is timed. Times: median of 10 after warm-up, bf16 autocast;
-train = forward + backward of sum(last_hidden_state). Prints a table last; JSON to $OUT/models.json.
+train = forward + backward of sum(last_hidden_state). Peak memory: each model alone on the GPU (the
+others moved to the CPU), with its weights and, from the step before, its gradients. Prints a table
+last; JSON to $OUT/models.json.
 
     PYTHONPATH=src python benchmarks/models.py [--seq 4096 16384] [--families longformer bigbird]
         [--dropout 0.1] [--profile 25]   # --profile: longseq's top ops by GPU and host time
@@ -106,18 +108,33 @@ def hf_models(n: int) -> dict:
     }
 
 
+def model_inputs(family: str, n: int, vocab_size: int) -> tuple[torch.Tensor, dict]:
+    """Random token ids (1, n) and the family's extra inputs (the Longformer: token 0 global)."""
+    ids = torch.randint(5, vocab_size - 1, (1, n), device=DEV)
+    kw = {}
+    if family == "longformer":
+        glob = torch.zeros_like(ids)
+        glob[:, 0] = 1
+        kw["global_attention_mask"] = glob
+    return ids, kw
+
+
+def train_step(model: torch.nn.Module, ids: torch.Tensor, kw: dict) -> None:
+    """Forward + backward of sum(last_hidden_state) under bf16 autocast."""
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(input_ids=ids, **kw).last_hidden_state
+    loss = out.float().sum()
+    del out  # as a loss from a head: the last hidden state is not held through backward
+    loss.backward()
+
+
 def bench(family: str, n: int) -> None:
     import longseq
 
     make, config = hf_models(n)[family]
     torch.manual_seed(0)
     hf = make(config).to(DEV)
-    ids = torch.randint(5, config.vocab_size - 1, (1, n), device=DEV)
-    kw = {}
-    if family == "longformer":
-        glob = torch.zeros_like(ids)
-        glob[:, 0] = 1
-        kw["global_attention_mask"] = glob
+    ids, kw = model_inputs(family, n, config.vocab_size)
     models = {f"hf_{family}": hf}
     if family != "roberta_sdpa":
         with tempfile.TemporaryDirectory() as folder:
@@ -129,9 +146,14 @@ def bench(family: str, n: int) -> None:
             a = hf(input_ids=ids, **kw).last_hidden_state.float()
             b = models[f"longseq_{family}"](input_ids=ids, **kw).last_hidden_state.float()
             err = (a - b).abs().max().item()
+            del a, b  # not held through the timings (their peaks)
             print(f"{family} n={n}: max |longseq - HF| fp32 = {err:.2e}", flush=True)
             ROWS.append({"name": f"check_{family}", "n": n, "mode": "max_abs_diff_fp32", "ms": err})
+    for m in models.values():  # each model is measured alone on the GPU (peaks hold no other model)
+        m.to("cpu")
+    torch.cuda.empty_cache()
     for name, model in models.items():
+        model.to(DEV)
         model.eval()
 
         def infer(model=model) -> None:
@@ -142,13 +164,13 @@ def bench(family: str, n: int) -> None:
         model.train()
 
         def step(model=model) -> None:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = model(input_ids=ids, **kw).last_hidden_state
-            out.float().sum().backward()
+            train_step(model, ids, kw)
 
         record(name, n, "train_bf16", step)
         if PROFILE and name.startswith("longseq_"):
             profile_step(name, n, step)
+        model.zero_grad(set_to_none=True)
+        model.to("cpu")
         del model
     del models, hf
     torch.cuda.empty_cache()
