@@ -9,6 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 from transformers.activations import ACT2FN  # noqa: E402
 
+import longseq.layers.act_linear as act_linear_module  # noqa: E402
 from longseq.layers.act_linear import act_linear  # noqa: E402
 from longseq.layers.activations import ACTIVATIONS, activation  # noqa: E402
 
@@ -45,14 +46,24 @@ def _grads(fn, h: torch.Tensor, linear: torch.nn.Linear, dy: torch.Tensor) -> li
     h = h.detach().clone().requires_grad_(True)
     out = fn(h)
     (out.float() * dy).sum().backward()
-    return [out.detach().float(), h.grad, linear.weight.grad.clone(), linear.bias.grad.clone()]
+    grads = [out.detach().float(), h.grad, linear.weight.grad.clone()]
+    return grads + ([linear.bias.grad.clone()] if linear.bias is not None else [])
 
 
-@pytest.mark.parametrize("name", ["gelu", "gelu_new", "relu", "silu"])
-def test_act_linear_equals_plain_autograd(name: str) -> None:
+@pytest.fixture(params=["whole", "chunked"])
+def chunks(request, monkeypatch) -> str:
+    """act_linear's forward whole, or over chunks of 5 rows (26 rows: the last chunk is short)."""
+    if request.param == "chunked":
+        monkeypatch.setattr(act_linear_module, "CHUNK_ELEMENTS", 5 * 37)
+    return request.param
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", ["gelu", "gelu_new", "relu", "silu", "tanh", "mish"])  # table and fallback
+def test_act_linear_equals_plain_autograd(name: str, bias: bool, chunks: str) -> None:
     """Output and the input, weight and bias gradients of linear(act(h)), 3-d input of odd sizes."""
     gen = torch.Generator().manual_seed(1)
-    linear = torch.nn.Linear(37, 11)
+    linear = torch.nn.Linear(37, 11, bias=bias)
     h = torch.randn(2, 13, 37, generator=gen)
     dy = torch.randn(2, 13, 11, generator=gen)
     act = activation(name)
@@ -62,7 +73,7 @@ def test_act_linear_equals_plain_autograd(name: str) -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_act_linear_under_bf16_autocast() -> None:
+def test_act_linear_under_bf16_autocast(chunks: str) -> None:
     """Under autocast the backward recomputes in bf16 too: as close to float32 as plain bf16
     autograd is, and only h (not act(h)) is kept for backward."""
     gen = torch.Generator().manual_seed(2)

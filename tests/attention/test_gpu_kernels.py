@@ -52,6 +52,10 @@ CASES: dict[str, tuple] = {
     "local_causal": (LocalChunks(16, 1, 0, causal=True), {"n": 70}),
     "local_two_chunks_repeat": (LocalChunks(40, 1, 1), {"n": 75, "h": 1}),
     "local_subtiles": (LocalChunks(140, 1, 0), {"n": 150, "h": 1, "b": 1}),
+    # heads of a projection, (b, n, h, d) in memory: outputs and gradients come back laid out the same
+    "window_global_seq_major": (SlidingWindow(8), {"n": 100, "glob": True, "layout": "seq"}),
+    "block_sparse_seq_major": (BlockSparse(16, 1, seed=3), {"n": 123, "layout": "seq"}),
+    "local_seq_major": (LocalChunks(20, 1, 1), {"n": 100, "layout": "seq"}),
     "lsh": (LSH(2, 4, 16, seed=1), {"n": 75}),
     "lsh_causal": (LSH(1, 4, 16, causal=True, seed=2), {"n": 70}),
     "lsh_factorised_after": (LSH(2, (2, 4), 8, chunks_after=1, seed=5), {"n": 37, "h": 1}),
@@ -60,10 +64,15 @@ CASES: dict[str, tuple] = {
 }
 
 
-def _inputs(pattern, n=100, d=16, h=2, b=2, pad="empty_row", glob=False, dtype="float32", seed=0):
+def _inputs(
+    pattern, n=100, d=16, h=2, b=2, pad="empty_row", glob=False, dtype="float32", seed=0, layout="heads"
+):
     gen = torch.Generator().manual_seed(seed)
     dt = getattr(torch, dtype)
-    q, k, v = (torch.randn(b, h, n, d, generator=gen).to(dt) for _ in range(3))
+    if layout == "seq":  # (b, h, n, d) views of (b, n, h, d) tensors
+        q, k, v = (torch.randn(b, n, h, d, generator=gen).to(dt).transpose(1, 2) for _ in range(3))
+    else:
+        q, k, v = (torch.randn(b, h, n, d, generator=gen).to(dt) for _ in range(3))
     if isinstance(pattern, LSH):
         k = q
     lengths = {"some": [n - 7, n - 1], "none": [n, n], "empty_row": [n - 7, 0]}[pad][:b]
@@ -108,9 +117,12 @@ def _check(name: str) -> dict:
     res = {"nan": bool(out.isnan().any()), "dtype_ok": out.dtype == q.dtype, "shape_ok": out.shape == q.shape}
     res["no_grad_equal"] = bool(torch.equal(again, out.detach()))
     pairs = [("out", out, fast, ref)]
+    grads = _grads(out, ins, go.to(out.dtype))
+    if opts.get("layout") == "seq":  # merging the heads of the output (and of the gradients) is a view
+        res["seq_major"] = all(t.transpose(1, 2).is_contiguous() for t in [out, *grads])
     for i, (g, gf, gr) in enumerate(
         zip(
-            _grads(out, ins, go.to(out.dtype)),
+            grads,
             _grads(fast, ins, go.to(fast.dtype)),
             _grads(ref, ins32, go.to(ref.dtype)),
             strict=True,
@@ -259,6 +271,69 @@ def _check_drop_permuted(name: str) -> dict:
     return res
 
 
+# global_rows_out: rows computed by the caller (Longformer's global projections) placed into the
+# kernels' output buffer, against the torch backend's out-of-place placing; gradients include theirs
+PLACED: dict[str, tuple] = {
+    "placed_rows": (SlidingWindow(8, global_rows=False), {"n": 100, "glob": True, "layout": "seq"}),
+    "placed_rows_dilated": (SlidingWindow(6, dilation=(1, 2), global_rows=False), {"n": 90, "glob": 5}),
+}
+
+
+def _check_placed(name: str) -> dict:
+    import longseq.attention as A
+    from longseq.attention.global_tokens import global_tokens
+
+    pattern, opts = PLACED[name]
+    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    g = global_tokens(global_mask, padding).g
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(q.shape[0], q.shape[1], g, q.shape[-1], generator=gen)
+    ins = [t.requires_grad_(True) for t in (q, k, v, rows)]
+    go = torch.randn(q.shape, generator=gen)
+    res = {}
+    outs = {}
+    for backend in ("gpu", "torch"):
+        kw = dict(padding_mask=padding, global_mask=global_mask, global_rows_out=rows)
+        if backend == "gpu":
+            saved, A._gpu_available = A._gpu_available, lambda q: True
+            try:
+                out = attend(q, k, v, pattern, backend="gpu", **kw)
+            finally:
+                A._gpu_available = saved
+        else:
+            out = attend(q, k, v, pattern, backend="torch", **kw)
+        outs[backend] = [out, *_grads(out, ins, go)]
+    for i, (a, b) in enumerate(zip(outs["gpu"], outs["torch"], strict=True)):
+        res[f"t{i}"] = _rel(a, b)
+    res["placed"] = bool(torch.equal(outs["gpu"][0][0, :, 0].detach(), rows[0, :, 0].detach()))
+    return res
+
+
+def _check_few_rows(name: str) -> dict:
+    """Dense attention of a few rows over many keys through the kernels (Longformer's global rows),
+    against the fp32 reference and the torch backend; one batch row has no real key."""
+    from longseq.attention import Dense
+    from longseq.attention.kernels.patterns_gpu import few_rows_gpu
+
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 2, 5, 16, generator=gen).requires_grad_(True)
+    k, v = (torch.randn(2, 2, 150, 16, generator=gen).requires_grad_(True) for _ in range(2))
+    padding = torch.arange(150)[None] < torch.tensor([141, 0])[:, None]
+    go = torch.randn(2, 2, 5, 16, generator=gen)
+    res = {}
+    ref = attend(q, k, v, Dense(), padding_mask=padding, backend="reference")
+    ref_grads = _grads(ref, [q, k, v], go)
+    for label, out in (
+        ("kernels", few_rows_gpu(q, k, v, padding, 0.25)),
+        ("torch", attend(q, k, v, Dense(), padding_mask=padding, backend="torch")),
+    ):
+        res[label] = [_rel(out, ref)] + [
+            _rel(a, b) for a, b in zip(_grads(out, [q, k, v], go), ref_grads, strict=True)
+        ]
+        res[f"{label}_empty_row_zero"] = bool((out[1] == 0).all())
+    return res
+
+
 def _run_half(part: int) -> dict:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
@@ -288,6 +363,7 @@ def test_kernel_matches_reference(results: dict, name: str) -> None:
     assert res["dtype_ok"] and res["shape_ok"]
     assert res["padded_rows_zero"]
     assert res["no_grad_equal"]
+    assert res.get("seq_major", True)
     dtype = CASES[name][1].get("dtype", "float32")
     for key in [k for k in res if k == "out" or k.startswith("grad")]:  # relative Frobenius errors
         err, torch_err = res[key]
@@ -320,6 +396,34 @@ def test_dropout_on_permuted_rows(results: dict, name: str) -> None:
     assert res["mean_vs_noise"] < 1.6, res["mean_vs_noise"]
 
 
+@pytest.mark.parametrize("name", sorted(PLACED))
+def test_placed_rows_match_the_torch_backend(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    assert res["placed"]  # token 0 is global in row 0: its output is the given row
+    for key in [k for k in res if k.startswith("t")]:  # output, dq, dk, dv, d(rows)
+        assert res[key] <= 1e-5, (key, res[key])
+
+
+def test_few_rows_over_many_keys(results: dict) -> None:
+    res = results["few_rows"]
+    assert "error" not in res, res.get("error")
+    for label in ("kernels", "torch"):
+        assert res[f"{label}_empty_row_zero"], label
+        assert max(res[label]) <= 1e-5, (label, res[label])
+
+
+def test_global_rows_out_is_checked() -> None:
+    q = torch.randn(1, 2, 20, 8)
+    glob = torch.zeros(1, 20, dtype=torch.bool)
+    glob[0, 3] = True
+    with pytest.raises(ValueError, match="global_rows=False"):
+        attend(q, q, q, SlidingWindow(4), global_mask=glob, global_rows_out=torch.zeros(1, 2, 1, 8))
+    with pytest.raises(ValueError, match=r"expected \(batch, heads, global tokens, head_dim\)"):
+        pattern = SlidingWindow(4, global_rows=False)
+        attend(q, q, q, pattern, global_mask=glob, global_rows_out=torch.zeros(1, 2, 2, 8))
+
+
 def test_gpu_backend_on_cpu_raises() -> None:
     q = torch.randn(1, 1, 8, 16)
     with pytest.raises(ValueError, match="gpu"):
@@ -346,6 +450,8 @@ if __name__ == "__main__":
     checks = {name: _check for name in CASES}
     checks |= {name: _check_drop_exact for name in DROP_EXACT}
     checks |= {name: _check_drop_permuted for name in DROP_PERMUTED}
+    checks |= {name: _check_placed for name in PLACED}
+    checks["few_rows"] = _check_few_rows
     for i, case in enumerate(sorted(checks)):
         if i % 2 == part:
             try:

@@ -15,7 +15,7 @@ from . import kernels
 from ._common import check_inputs, default_scale
 from .block_sparse import block_sparse_attention
 from .dense import dense_attention
-from .global_tokens import global_tokens
+from .global_tokens import global_tokens, place_rows
 from .local_chunks import local_chunks_attention
 from .lsh import lsh_attention
 from .patterns import LSH, BlockSparse, Dense, LocalChunks, Pattern, SlidingWindow
@@ -35,6 +35,23 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "reference", "torch", "gpu")
+# dense attention of at most FEW_ROWS query rows over at least MANY_KEYS keys (Longformer's global
+# rows) runs through the kernels on the GPU: SDPA spreads it over one program per head
+FEW_ROWS, MANY_KEYS = 128, 1024
+
+
+def _check_rows_out(rows_out: torch.Tensor, q: torch.Tensor, pattern: Pattern, tokens) -> None:
+    if not isinstance(pattern, SlidingWindow) or pattern.global_rows:
+        raise ValueError("global_rows_out needs a SlidingWindow pattern with global_rows=False")
+    if tokens is None:
+        raise ValueError("global_rows_out needs global_mask (it says which rows it replaces)")
+    b, h, _, d = q.shape
+    want = (b, h, tokens.g, d)
+    if tuple(rows_out.shape) != want:
+        raise ValueError(
+            f"global_rows_out has shape {tuple(rows_out.shape)}; expected (batch, heads, global tokens,"
+            f" head_dim) = {want}, one slot per global token of the row with the most"
+        )
 
 
 def _gpu_available(q: torch.Tensor) -> bool:
@@ -52,6 +69,7 @@ def attend(
     backend: str = "auto",
     scale: float | None = None,
     dropout: float = 0.0,
+    global_rows_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of q over k, v under `pattern`.
 
@@ -61,6 +79,10 @@ def attend(
     by default. dropout: probability of dropping attention weights (pass 0 in eval); the gpu backend
     drops inside its kernels with a counter-based mask (`kernels/dropout.py`), the torch backend with
     torch's generator, so the two draw different masks from the same seed.
+    global_rows_out: (batch, heads, G, head_dim), the outputs of the global query rows when the
+    caller computes them itself (Longformer's own global projections; SlidingWindow with
+    global_rows=False): slot g of row b replaces output row `global_tokens(...).idx[b, g]` where that
+    slot is used. The gpu backend writes them into its output buffer, which saves a copy of it.
     Returns (batch, heads, seq, head_dim) in q's dtype.
 
     With `global_mask`, the number of global tokens sizes a tensor, so it is read on the host: once
@@ -81,11 +103,18 @@ def attend(
         raise ValueError("backend='gpu' needs CUDA tensors and the GPU kernels; use backend='torch'")
     s = default_scale(q.shape[-1], scale)
     fused = backend == "gpu" or (backend == "auto" and _gpu_available(q))
+    tokens = None  # found once per mask (a host read), where the kernels or global_rows_out need them
+    if glob is not None and (fused or global_rows_out is not None):
+        tokens = global_tokens(global_mask, padding_mask, glob)
+    if global_rows_out is not None:
+        _check_rows_out(global_rows_out, q, pattern, tokens)
     if fused and isinstance(pattern, kernels.SUPPORTED):
-        tokens = None if glob is None else global_tokens(global_mask, padding_mask, glob)
-        return kernels.gpu_attention(q, k, v, pattern, padding, glob, s, tokens, dropout)
+        return kernels.gpu_attention(q, k, v, pattern, padding, glob, s, tokens, dropout, global_rows_out)
     if isinstance(pattern, SlidingWindow):
-        return sliding_window_attention(q, k, v, pattern, padding, glob, s, dropout)
+        out = sliding_window_attention(q, k, v, pattern, padding, glob, s, dropout)
+        if global_rows_out is not None and tokens is not None and tokens.g:
+            out = place_rows(out, tokens, global_rows_out)
+        return out
     if isinstance(pattern, BlockSparse):
         return block_sparse_attention(q, k, v, pattern, padding, s, dropout)
     if isinstance(pattern, LocalChunks):
@@ -93,5 +122,7 @@ def attend(
     if isinstance(pattern, LSH):
         return lsh_attention(q, v, pattern, padding, s, dropout)
     if isinstance(pattern, Dense):
+        if fused and not pattern.causal and q.shape[2] <= FEW_ROWS and k.shape[2] >= MANY_KEYS:
+            return kernels.gpu_attention(q, k, v, pattern, padding, None, s, None, dropout)
         return dense_attention(q, k, v, pattern.causal, padding, s, dropout)
     raise ValueError(f"pattern {type(pattern).__name__} has no torch backend")

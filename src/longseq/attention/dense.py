@@ -38,9 +38,10 @@ def dense_attention(
         # a row of only padding would leave every query with nothing to see: let it see all, then
         # zero it below (its queries are padding too)
         keys = padding | ~padding.any(1, keepdim=True)  # (b, nk)
-        if m > 1:
-            q, k, v = (F.pad(t, (0, 0, 0, -t.shape[2] % m)) for t in (q, k, v))
-            keys = F.pad(keys, (0, -nk % m), value=False)
+        if m > 1:  # only tensors whose length is off the multiple are copied
+            q, k, v = (F.pad(t, (0, 0, 0, -t.shape[2] % m)) if t.shape[2] % m else t for t in (q, k, v))
+            if nk % m:
+                keys = F.pad(keys, (0, -nk % m), value=False)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=keys[:, None, None, :], scale=scale, dropout_p=dropout
         )[:, :, :nq]
@@ -52,4 +53,6 @@ def dense_attention(
         out = torch.matmul(probs.to(v.dtype), v)
     if nq == nk:
         out = torch.where(padding[:, None, :, None], out, torch.zeros_like(out))
+    else:  # queries of a row with no real key see nothing: zeros, as the reference and the kernels
+        out = torch.where(padding.any(1)[:, None, None, None], out, torch.zeros_like(out))
     return out

@@ -93,3 +93,14 @@ def global_tokens(
         _RECENT.insert(0, (weakref.ref(global_mask), pref, keys, tokens))
         del _RECENT[8:]
     return tokens
+
+
+def place_rows(out: torch.Tensor, tokens: GlobalTokens, values: torch.Tensor) -> torch.Tensor:
+    """out (b, h, n, d) with the rows of the global tokens replaced by values (b, h, G, d), slot by
+    slot in `tokens.idx` order (unused slots keep their rows). Out of place: one copy of out."""
+    b = out.shape[0]
+    bi = torch.arange(b, device=out.device)[:, None].expand_as(tokens.idx)  # (b, G)
+    seq = out.transpose(1, 2)  # (b, n, h, d), a view
+    # unused slots hold distinct non-global positions (`global_index`): they get their own rows back
+    new = torch.where(tokens.used[..., None, None], values.transpose(1, 2).to(out.dtype), seq[bi, tokens.idx])
+    return seq.index_put((bi, tokens.idx), new).transpose(1, 2)

@@ -38,7 +38,18 @@ def rotations(
     shape = (heads, head_dim, pattern.num_hashes, sum(pattern.bucket_factors) // 2)
     if pattern.seed is None:
         return torch.randn(shape, dtype=dtype, device=device)
-    return _seeded_rotations(pattern.seed, list(shape), dtype, device)
+    if torch.compiler.is_compiling():
+        return _seeded_rotations(pattern.seed, list(shape), dtype, device)
+    key = (pattern.seed, shape, dtype, str(device))
+    rot = _ROTATIONS.get(key)
+    if rot is None:  # a seeded draw is the same every call: drawn once (a generator and a launch saved)
+        if len(_ROTATIONS) > 64:
+            _ROTATIONS.clear()
+        rot = _ROTATIONS[key] = _seeded_rotations(pattern.seed, list(shape), dtype, device)
+    return rot
+
+
+_ROTATIONS: dict[tuple, torch.Tensor] = {}
 
 
 def hash_buckets(qk: torch.Tensor, pattern: LSH, real: torch.Tensor) -> torch.Tensor:
@@ -55,7 +66,10 @@ def hash_buckets(qk: torch.Tensor, pattern: LSH, real: torch.Tensor) -> torch.Te
     for factor in pattern.bucket_factors:
         part = rotated[..., start : start + factor // 2]
         start += factor // 2
-        idx = torch.cat([part, -part], dim=-1).argmax(dim=-1)  # (b, h, R, n)
+        # argmax over [part, -part] without building it (first index on ties, as argmax)
+        top, at_top = part.max(dim=-1)
+        low, at_low = part.min(dim=-1)
+        idx = torch.where(-low > top, at_low + factor // 2, at_top)  # (b, h, R, n)
         buckets = idx if buckets is None else buckets + product * idx
         product *= factor
     assert buckets is not None

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import _gelu_tanh
 from .autocast import autocast_from, autocast_state
 
 __all__ = ["act_linear"]
@@ -28,8 +29,7 @@ class _ActLinear(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: Act
     ) -> torch.Tensor:
-        a = act(h)  # (..., inner); ops here run under the caller's autocast
-        y = F.linear(a, weight, bias)  # (..., out)
+        y = _chunked_forward(h, weight, bias, act)  # (..., out); under the caller's autocast
         ctx.act, ctx.has_bias, ctx.dtype = act, bias is not None, y.dtype
         ctx.autocast = autocast_state(h.device)
         ctx.save_for_backward(h, weight)
@@ -38,19 +38,68 @@ class _ActLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, weight = ctx.saved_tensors
-        with torch.enable_grad(), autocast_from(ctx.autocast):
-            hh = h.detach().requires_grad_(True)
-            a = ctx.act(hh)  # recomputed as in the forward
         dy = dy.to(ctx.dtype)
-        a2 = a.detach().to(ctx.dtype).reshape(-1, a.shape[-1])  # (tokens, inner)
         dy2 = dy.reshape(-1, dy.shape[-1])  # (tokens, out)
-        d_weight = (dy2.t() @ a2).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        d_bias = dy2.float().sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        d_h = None
+        d_weight = d_bias = d_h = None
+        if ctx.needs_input_grad[1]:
+            with torch.no_grad(), autocast_from(ctx.autocast):
+                a = ctx.act(h)  # recomputed as in the forward, (..., inner)
+            d_weight = (dy2.t() @ a.to(ctx.dtype).reshape(-1, a.shape[-1])).to(weight.dtype)
+            del a  # freed before the input gradient's two (..., inner) tensors exist
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            d_bias = dy2.float().sum(0).to(weight.dtype)
         if ctx.needs_input_grad[0]:
             d_a = dy @ weight.to(ctx.dtype)  # (..., inner)
-            (d_h,) = torch.autograd.grad(a, hh, d_a.to(a.dtype))
+            derivative = _DERIVATIVES.get(ctx.act)
+            if derivative is not None:  # act'(h) * d_a written over d_a: one (..., inner) tensor
+                d_a = d_a.to(h.dtype)
+                d_h = derivative(d_a, h, d_a)
+            else:
+                with torch.enable_grad(), autocast_from(ctx.autocast):
+                    hh = h.detach().requires_grad_(True)
+                    a = ctx.act(hh)
+                (d_h,) = torch.autograd.grad(a, hh, d_a.to(a.dtype))
         return d_h, d_weight, d_bias, None
+
+
+CHUNK_ELEMENTS = 1 << 24  # act(h) exists at most this many elements at a time in the forward pass
+
+
+def _chunked_forward(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: Act
+) -> torch.Tensor:
+    """linear(act(h)) over chunks of rows, so that act(h) (a (rows, inner) tensor, the layer's
+    largest) is never whole: at the end of a forward pass every saved tensor is alive, and this one
+    came on top of them."""
+    inner = h.shape[-1]
+    rows = h.reshape(-1, inner)  # (tokens, inner)
+    step = max(1, CHUNK_ELEMENTS // inner)
+    if rows.shape[0] <= step:
+        return F.linear(act(h), weight, bias)
+    dev = h.device.type
+    dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+    w = weight.to(dt).t()  # (inner, out): what autocast's linear multiplies by
+    b = None if bias is None else bias.to(dt)
+    y = torch.empty(rows.shape[0], weight.shape[0], dtype=dt, device=h.device)  # (tokens, out)
+    for s in range(0, rows.shape[0], step):
+        a = act(rows[s : s + step]).to(dt)
+        if b is None:
+            torch.mm(a, w, out=y[s : s + step])
+        else:
+            torch.addmm(b, a, w, out=y[s : s + step])
+        del a  # else the next chunk is made while this one is still held
+    return y.view(*h.shape[:-1], weight.shape[0])
+
+
+_aten = torch.ops.aten
+# the backward formulas autograd itself runs for these activations (its derivatives.yaml), as
+# (grad, input, out) -> out: elementwise, so out may be grad itself
+_DERIVATIVES: dict[Act, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    F.gelu: lambda g, x, o: _aten.gelu_backward.grad_input(g, x, grad_input=o),
+    _gelu_tanh: lambda g, x, o: _aten.gelu_backward.grad_input(g, x, approximate="tanh", grad_input=o),
+    F.relu: lambda g, x, o: _aten.threshold_backward.grad_input(g, x, 0, grad_input=o),
+    F.silu: lambda g, x, o: _aten.silu_backward.grad_input(g, x, grad_input=o),
+}
 
 
 def act_linear(h: torch.Tensor, act: Act, linear: nn.Linear) -> torch.Tensor:

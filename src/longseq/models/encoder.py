@@ -111,10 +111,13 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, **attention_args: torch.Tensor | None) -> torch.Tensor:
-        a = self.attention(x, **attention_args)  # (batch, seq, hidden)
+        # no local names for intermediates: each is freed as soon as nothing needs it (x is rebound,
+        # so attn_norm's output is gone before ffn_norm's exists; the activation peak is there)
+        a = self.attention(x, **attention_args)  # (batch, seq, hidden); attn_out keeps it anyway
         x = self.attn_norm(x + self.dropout(self.attn_out(a)))
-        h = act_linear(self.ffn_in(x), self.act, self.ffn_out)  # keeps ffn_in(x), not act of it
-        return self.ffn_norm(x + self.dropout(h))
+        # act_linear keeps ffn_in(x), not the activation of it
+        x = x + self.dropout(act_linear(self.ffn_in(x), self.act, self.ffn_out))
+        return self.ffn_norm(x)
 
 
 class Encoder(nn.Module):

@@ -75,29 +75,41 @@ class LongformerSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor, global_mask: Tensor | None) -> Tensor:
         h = self.heads
-        q, k, v = (split_heads(t, h) for t in project(x, self.query, self.key, self.value))  # (b, h, n, d)
-        p = self.dropout if self.training else 0.0
-        out = attend(q, k, v, self.pattern, padding_mask=padding_mask, global_mask=global_mask, dropout=p)
+        # one matrix product for every projection of x: one bf16 copy of x kept for backward
+        layers = [self.query, self.key, self.value]
         if global_mask is not None:
-            out = self._global_rows(x, out, padding_mask, global_mask, p)
-        return merge_heads(out)  # (b, n, hidden)
+            layers += [self.key_global, self.value_global]
+        q, k, v, *kv_global = (split_heads(t, h) for t in project(x, *layers))  # (b, h, n, d) each
+        p = self.dropout if self.training else 0.0
+        rows_out = None
+        if global_mask is not None:
+            rows_out = self._global_rows(x, kv_global, padding_mask, global_mask, p)
+        out = attend(
+            q,
+            k,
+            v,
+            self.pattern,
+            padding_mask=padding_mask,
+            global_mask=global_mask,
+            dropout=p,
+            global_rows_out=rows_out,
+        )
+        return merge_heads(out)  # (b, n, hidden); a view when the kernels wrote the heads sequence-major
 
-    def _global_rows(self, x: Tensor, out: Tensor, padding: Tensor, glob: Tensor, p: float) -> Tensor:
-        """Global queries (query_global) over every real key (key_global, value_global)."""
-        b, h, n, d = out.shape
+    def _global_rows(
+        self, x: Tensor, kv_global: list[Tensor], padding: Tensor, glob: Tensor, p: float
+    ) -> Tensor | None:
+        """Global queries (query_global) over every real key (key_global, value_global): (b, h, G, d),
+        slot by slot as the global tokens' `idx`; None without global tokens."""
+        b, n, _ = x.shape
         tokens = global_tokens(glob, padding)  # (b, G): read once per mask, shared with the attention core
-        idx, used = tokens.idx, tokens.used
-        if idx.shape[1] == 0:
-            return out
+        if tokens.g == 0:
+            return None
         # index_select keeps no copy of x for backward (gather would keep all of it)
-        rows = (idx + n * torch.arange(b, device=idx.device)[:, None]).flatten()
+        rows = (tokens.idx + n * torch.arange(b, device=x.device)[:, None]).flatten()  # (b * G,)
         xg = x.flatten(0, 1).index_select(0, rows).view(b, -1, x.shape[-1])  # (b, G, hidden)
-        qg = split_heads(self.query_global(xg), h)  # (b, h, G, d)
-        kg, vg = (split_heads(t, h) for t in project(x, self.key_global, self.value_global))
-        og = attend(qg, kg, vg, Dense(), padding_mask=padding, dropout=p)  # (b, h, G, d)
-        slot = idx.masked_fill(~used, n)[:, None, :, None].expand(-1, h, -1, d)  # unused: scratch row
-        full = torch.cat([out, out.new_zeros(b, h, 1, d)], dim=2).scatter(2, slot, og.to(out.dtype))
-        return full[:, :, :n]
+        qg = split_heads(self.query_global(xg), self.heads)  # (b, h, G, d)
+        return attend(qg, *kv_global, Dense(), padding_mask=padding, dropout=p)  # (b, h, G, d)
 
 
 class LongformerModel(LongseqPreTrainedModel):

@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from ..patterns import LSH, BlockSparse, LocalChunks, Pattern, SlidingWindow
+from ..patterns import LSH, BlockSparse, Dense, LocalChunks, Pattern, SlidingWindow
 
 __all__ = ["SUPPORTED", "available", "gpu_attention"]
 
@@ -40,17 +40,21 @@ def gpu_attention(
     scale: float,
     tokens=None,
     dropout: float = 0.0,
+    rows_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Checked arguments as `attend` hands them over -> (batch, heads, seq, head_dim). tokens: the
-    `GlobalTokens` of glob, when known. dropout: of the attention weights, inside the kernels."""
+    `GlobalTokens` of glob, when known. dropout: of the attention weights, inside the kernels.
+    rows_out: `attend`'s global_rows_out (SlidingWindow)."""
     from . import patterns_gpu as g
 
     if isinstance(pattern, SlidingWindow):
-        return g.sliding_window_gpu(q, k, v, pattern, padding, glob, scale, tokens, dropout)
+        return g.sliding_window_gpu(q, k, v, pattern, padding, glob, scale, tokens, dropout, rows_out)
     if isinstance(pattern, BlockSparse):
         return g.block_sparse_gpu(q, k, v, pattern, padding, scale, dropout)
     if isinstance(pattern, LocalChunks):
         return g.local_chunks_gpu(q, k, v, pattern, padding, scale, dropout)
     if isinstance(pattern, LSH):
         return g.lsh_gpu(q, v, pattern, padding, scale, dropout)
+    if isinstance(pattern, Dense) and not pattern.causal:  # a few query rows over many keys
+        return g.few_rows_gpu(q, k, v, padding, scale, dropout)
     raise ValueError(f"pattern {type(pattern).__name__} has no gpu kernel")

@@ -175,6 +175,17 @@ def _sb(x: torch.Tensor | None) -> int:
     return 0 if x is None or x.shape[0] == 1 else x.stride(0)
 
 
+def _like(x: torch.Tensor, zero: bool = False) -> torch.Tensor:
+    """A new (B, H, N, d) tensor laid out as x: sequence-major, (B, N, H, d) in memory, when x is (the
+    heads of a projection), so that merging the heads of the output is a view, not a copy."""
+    b, h, n, d = x.shape
+    if h > 1 and n > 1 and x.stride(1) < x.stride(2):
+        new = torch.zeros if zero else torch.empty
+        return new(b, n, h, d, device=x.device, dtype=x.dtype).transpose(1, 2)
+    new_like = torch.zeros_like if zero else torch.empty_like
+    return new_like(x, memory_format=torch.contiguous_format)
+
+
 def _unit_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
@@ -213,13 +224,13 @@ def _merge(parts, part_lse, o, lse, rows: Rows, h: int, nq: int, total: bool) ->
 
 class _ListedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale, dropout, seed):
+    def forward(ctx, q, k, v, kx, vx, pv, plan, kval, qval, pos, extra, rows, scale, dropout, seed, place):
         b, h, nq, d = q.shape
         drop = dropout > 0
         rdrop, thr = kernel_args(dropout)
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
-        o = torch.empty_like(q) if plan.covers_all else torch.zeros_like(q)
+        o = _like(q, zero=not plan.covers_all)
         lse = torch.empty(b * h, nq, device=q.device, dtype=torch.float32)
         has_x = extra is not None
         xk = kx if kx is not None else k
@@ -265,6 +276,12 @@ class _ListedAttention(torch.autograd.Function):
                 cr,
             )  # fmt: skip
             _merge(parts, part_lse, o, lse, rows, h, nq, total=False)
+        if place is not None:  # the caller's rows, written over the kernel's (their lse stays)
+            idx, used = place
+            bi = torch.arange(b, device=q.device)[:, None].expand_as(idx)
+            seq = o.transpose(1, 2)  # (b, n, h, d) view
+            seq[bi, idx] = torch.where(used[..., None, None], pv.transpose(1, 2).to(o.dtype), seq[bi, idx])
+        ctx.place = place
         ctx.plan, ctx.scale, ctx.extra, ctx.rows = plan, scale, extra, rows
         ctx.dropout, ctx.seed = dropout, seed
         ctx.save_for_backward(q, k, v, kx, vx, o, lse, kval, pos)
@@ -281,6 +298,15 @@ class _ListedAttention(torch.autograd.Function):
         w = plan.w_qt.shape[1]
         if do is None:
             do = torch.zeros_like(o)
+        dpv = None
+        if ctx.place is not None:  # placed rows: their gradient goes to pv, none through the kernels
+            idx, used = ctx.place
+            bi = torch.arange(b, device=q.device)[:, None].expand_as(idx)
+            rows_do = do.transpose(1, 2)[bi, idx]  # (b, G, h, d)
+            keep = used[..., None, None]
+            dpv = torch.where(keep, rows_do, 0).transpose(1, 2)
+            do = do.clone()
+            do.transpose(1, 2)[bi, idx] = torch.where(keep, 0, rows_do)
         do = _unit_last(do)
         delta = torch.empty(b * h, nq, device=q.device, dtype=torch.float32)  # written by the dQ kernels
         if dlse is not None:
@@ -292,7 +318,7 @@ class _ListedAttention(torch.autograd.Function):
         ps = pos if pos is not None else dummy
         dl = dlse if dlse is not None else lse
         has_x = extra is not None
-        dq = torch.empty_like(q) if plan.covers_all else torch.zeros_like(q)
+        dq = _like(q, zero=not plan.covers_all)
         nx = extra.idx.shape[1] if has_x else 0
         xk = kx if kx is not None else k
         xv = vx if vx is not None else v
@@ -332,8 +358,8 @@ class _ListedAttention(torch.autograd.Function):
             _merge(parts, lse, dq, lse, rows, h, nq, total=True)
 
         t_start, t_count, t_list = plan.transposed()
-        dk = torch.empty_like(k)
-        dv = torch.empty_like(v)
+        dk = _like(k)
+        dv = _like(v)
         on_k = has_x and kx is None
         qm = rows.qmask if rows is not None else None
         ridx, rcnt = (rows.idx, rows.cnt) if rows is not None else (dummy, dummy)
@@ -363,7 +389,7 @@ class _ListedAttention(torch.autograd.Function):
         )  # fmt: skip
         gkx = dkx.to(kx.dtype) if kx is not None else None
         gvx = dvx.to(vx.dtype) if vx is not None else None
-        return dq, dk, dv, gkx, gvx, None, None, None, None, None, None, None, None, None
+        return dq, dk, dv, gkx, gvx, dpv, None, None, None, None, None, None, None, None, None, None
 
 
 def listed_attention(
@@ -379,6 +405,7 @@ def listed_attention(
     extra: Extra | None = None,
     rows: Rows | None = None,
     dropout: float = 0.0,
+    place: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flash attention of q over k, v along `plan`: (out, lse).
 
@@ -387,7 +414,9 @@ def listed_attention(
     window / causal / self tests (default: the row index). extra: keys every query sees; rows: query
     rows that see every key (see `Extra`, `Rows`). Returns out (B, H, Nq, d) in q's dtype and lse
     (B, H, Nq) float32. dropout: probability of dropping each attention weight (`dropout.py`); the
-    seed is drawn from torch's generator on q's device, once per call.
+    seed is drawn from torch's generator on q's device, once per call. place: (idx (B, G), used
+    (B, G) bool, values (B, H, G, d)): output rows idx[b, g] replaced by values[b, :, g] where used,
+    in the output buffer (their lse is the kernel's); their gradient goes to values.
     """
     # one dtype for the kernel's dot products (under autocast a normalisation may come back in fp32)
     q, k, v = _unit_last(q), _unit_last(k.to(q.dtype)), _unit_last(v.to(q.dtype))
@@ -399,8 +428,10 @@ def listed_attention(
         kx, vx = _unit_last(extra.kx.to(q.dtype)), _unit_last(extra.vx.to(q.dtype))
     assert pos is None or rows is None, "rows that see every key take no positions"
     seed = new_seed(q.device) if dropout > 0 else None
-    args = (q, k, v, kx, vx, plan, kval, qval, pos, extra, rows, scale, dropout, seed)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kx, vx)):
+    pv = None if place is None else place[2]
+    where = None if place is None else place[:2]
+    args = (q, k, v, kx, vx, pv, plan, kval, qval, pos, extra, rows, scale, dropout, seed, where)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kx, vx, pv)):
         return _ListedAttention.apply(*args)
     return _ListedAttention.forward(_NoGrad(), *args)  # inference: no autograd node (its host cost)
 

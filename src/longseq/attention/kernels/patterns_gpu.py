@@ -20,7 +20,7 @@ import torch
 from .._cache import tensor_key
 from .._common import len_norm, pad_seq, real_keys
 from ..dense import dense_attention
-from ..global_tokens import GlobalTokens
+from ..global_tokens import GlobalTokens, place_rows
 from ..lsh import _dense_lsh, _self_fallback, sorted_positions
 from ..patterns import LSH, BlockSparse, LocalChunks, SlidingWindow
 from .listed import (
@@ -134,15 +134,18 @@ def sliding_window_gpu(
     scale: float,
     tokens: GlobalTokens | None = None,
     dropout: float = 0.0,
+    rows_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim). tokens: the global
     tokens of `glob` when the caller has them (cached per mask), else found here. dropout: of the
-    attention weights, inside the kernels."""
+    attention weights, inside the kernels. rows_out (batch, heads, G, head_dim): outputs of the
+    global rows computed by the caller (`attend`'s global_rows_out), written into the output."""
     b, h, n, d = q.shape
     if glob is not None and tokens is None:
         tokens = GlobalTokens.of(glob)
     if tokens is not None and tokens.g == 0:
         tokens = None
+    place = None if rows_out is None or tokens is None else (tokens.idx, tokens.used, rows_out)
     kval = _kval(padding, b, n, q.device)
     vec = tokens.kernel_vectors(padding) if tokens is not None else None
     dilations = pattern.dilations(h)
@@ -165,6 +168,7 @@ def sliding_window_gpu(
             extra=extra,
             rows=rows,
             dropout=dropout,
+            place=place,
         )
         return out
 
@@ -195,12 +199,38 @@ def sliding_window_gpu(
         outs.append(part)
         order.extend(heads)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)[:, torch.argsort(torch.tensor(order))]
+    if place is not None:
+        out = place_rows(out, tokens, rows_out)
     if tokens is None or not pattern.global_rows:
         return out
     rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval)
     empty = empty_plan(n, q.device, SPLIT_BLOCK)
     og, _ = listed_attention(q, k, v, empty, kval, scale, rows=rows, dropout=dropout)
     return torch.where(tokens.mask[:, None, :, None], og, out)  # og holds the global rows only
+
+
+def few_rows_gpu(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    padding: torch.Tensor | None,
+    scale: float,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Non-causal dense attention of a few query rows over many keys (Longformer's global rows):
+    q (b, h, G, d), k, v (b, h, n, d); padding (b, n) marks the real keys. The rows are split over
+    key segments and merged by LSE, so the work spreads over the GPU (SDPA runs one program per head
+    there). A row with no real key gives zeros."""
+    b, h, g, _ = q.shape
+    nk = k.shape[2]
+    kval = _kval(padding, b, nk, q.device)
+    idx = cached(
+        ("rows", g, str(q.device)), lambda: torch.arange(g, dtype=torch.int32, device=q.device)[None]
+    )
+    cnt = _filled(1, b, q.device, g, torch.int32)[0]
+    empty = empty_plan(nk, q.device, SPLIT_BLOCK)
+    rows = _all_keys_rows(idx, cnt, nk, kval)
+    return listed_attention(q, k, v, empty, kval, scale, rows=rows, dropout=dropout)[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -331,6 +361,10 @@ def lsh_gpu(
     )
     pos = slots.to(torch.int32)
     out, lse = listed_attention(sq, len_norm(sq), sv, plan, _i8(sreal), scale, pos=pos, dropout=dropout)
+    if rounds == 1:  # nothing to combine: undo the sort by a scatter (its backward is one gather)
+        unsorted = out.new_empty(out.shape).scatter_(2, slots[..., None].expand_as(out), out)
+        seen = lse.new_empty(lse.shape).scatter_(2, slots, lse.detach()).isfinite()  # saw another token
+        return _self_fallback(unsorted, v, seen[..., None], real)[:, :, :n]
 
     # undo the sort: slot of (round, position) is inverse[round, position]
     flat = slots.view(b, h, rounds, n_p)
