@@ -364,7 +364,7 @@ def lsh_gpu(
     if rounds == 1:  # nothing to combine: undo the sort by a scatter (its backward is one gather)
         unsorted = out.new_empty(out.shape).scatter_(2, slots[..., None].expand_as(out), out)
         seen = lse.new_empty(lse.shape).scatter_(2, slots, lse.detach()).isfinite()  # saw another token
-        return _self_fallback(unsorted, v, seen[..., None], real)[:, :, :n]
+        return _self_fallback(unsorted.to(v.dtype), v, seen[..., None], real)[:, :, :n]
 
     # undo the sort: slot of (round, position) is inverse[round, position]
     flat = slots.view(b, h, rounds, n_p)
