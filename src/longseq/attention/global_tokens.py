@@ -95,12 +95,19 @@ def global_tokens(
     return tokens
 
 
+def write_rows_(
+    out: torch.Tensor, idx: torch.Tensor, used: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """out (b, h, n, d) with rows idx[b, g] (b, G) set to values[b, :, g] (values (b, h, G, d)) where
+    used[b, g], in place. Unused slots hold distinct non-global positions (`global_index`): they get
+    their own rows back, so every write lands on its own row."""
+    bi = torch.arange(out.shape[0], device=out.device)[:, None].expand_as(idx)  # (b, G)
+    seq = out.transpose(1, 2)  # (b, n, h, d), a view
+    seq[bi, idx] = torch.where(used[..., None, None], values.transpose(1, 2).to(out.dtype), seq[bi, idx])
+    return out
+
+
 def place_rows(out: torch.Tensor, tokens: GlobalTokens, values: torch.Tensor) -> torch.Tensor:
     """out (b, h, n, d) with the rows of the global tokens replaced by values (b, h, G, d), slot by
     slot in `tokens.idx` order (unused slots keep their rows). Out of place: one copy of out."""
-    b = out.shape[0]
-    bi = torch.arange(b, device=out.device)[:, None].expand_as(tokens.idx)  # (b, G)
-    seq = out.transpose(1, 2)  # (b, n, h, d), a view
-    # unused slots hold distinct non-global positions (`global_index`): they get their own rows back
-    new = torch.where(tokens.used[..., None, None], values.transpose(1, 2).to(out.dtype), seq[bi, tokens.idx])
-    return seq.index_put((bi, tokens.idx), new).transpose(1, 2)
+    return write_rows_(out.clone(), tokens.idx, tokens.used, values)

@@ -13,13 +13,18 @@ LSE in a kernel). Forward: 1 launch, or 3 with rows; backward: 2, or 4 with rows
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 
+from ..global_tokens import write_rows_
 from . import _flash
 from .dropout import kernel_args, new_seed
 from .launch import _INTERPRET, Consts, launch
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -277,10 +282,7 @@ class _ListedAttention(torch.autograd.Function):
             )  # fmt: skip
             _merge(parts, part_lse, o, lse, rows, h, nq, total=False)
         if place is not None:  # the caller's rows, written over the kernel's (their lse stays)
-            idx, used = place
-            bi = torch.arange(b, device=q.device)[:, None].expand_as(idx)
-            seq = o.transpose(1, 2)  # (b, n, h, d) view
-            seq[bi, idx] = torch.where(used[..., None, None], pv.transpose(1, 2).to(o.dtype), seq[bi, idx])
+            write_rows_(o, *place, pv)
         ctx.place = place
         ctx.plan, ctx.scale, ctx.extra, ctx.rows = plan, scale, extra, rows
         ctx.dropout, ctx.seed = dropout, seed
@@ -462,10 +464,11 @@ def merge_lse(outs: torch.Tensor, lses: torch.Tensor, dim: int) -> tuple[torch.T
 # ---------------------------------------------------------------------------------------------------
 # plans (cached: they depend only on lengths and pattern sizes)
 
-_CACHE: dict[tuple, Plan] = {}
+_CACHE: dict[tuple, Any] = {}
 
 
-def cached(key: tuple, build) -> Plan:
+def cached(key: tuple, build: Callable[[], T]) -> T:
+    """build(), kept under key (plans, and the small index tensors made with them)."""
     plan = _CACHE.get(key)
     if plan is None:
         if len(_CACHE) > 256:
