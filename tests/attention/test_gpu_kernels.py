@@ -41,6 +41,18 @@ CASES: dict[str, tuple] = {
     "window_many_global_dilated": (SlidingWindow(8, dilation=2), {"n": 150, "h": 1, "glob": 70}),
     "window_bf16": (SlidingWindow(16), {"n": 120, "dtype": "bfloat16", "glob": True}),
     "window_fp16_d24": (SlidingWindow(12, causal=True), {"n": 75, "d": 24, "dtype": "float16"}),
+    # windows wider than the kernels' 64-row tiles: whole tiles in the band's middle go unmasked
+    "window_band_global": (SlidingWindow(300), {"n": 333, "h": 1, "glob": True}),
+    "window_band_causal": (SlidingWindow(300, causal=True), {"n": 290, "h": 1, "pad": "some"}),
+    "window_band_dilated_global": (SlidingWindow(200, dilation=2), {"n": 333, "h": 1, "glob": True}),
+    "window_band_bf16_d32": (SlidingWindow(256), {"n": 300, "d": 32, "h": 1, "dtype": "bfloat16"}),
+    # no padding mask at all: the band's whole tiles run with no mask (global keys counted once)
+    "window_band_global_nopad": (SlidingWindow(300), {"n": 333, "h": 1, "glob": True, "pad": "absent"}),
+    "window_band_causal_nopad": (SlidingWindow(300, causal=True), {"n": 290, "h": 1, "pad": "absent"}),
+    "window_band_keys_only_nopad": (
+        SlidingWindow(200, global_rows=False),
+        {"n": 300, "h": 1, "glob": 9, "pad": "absent"},
+    ),
     "block_sparse": (BlockSparse(16, 1, seed=3), {"n": 123}),
     "block_sparse_plan_repeats": (
         BlockSparse(16, 2, seed=torch.tensor([[[1, 1], [4, 0], [5, 2], [6, 6], [1, 3], [2, 2], [3, 1]]] * 2)),
@@ -75,15 +87,18 @@ def _inputs(
         q, k, v = (torch.randn(b, h, n, d, generator=gen).to(dt) for _ in range(3))
     if isinstance(pattern, LSH):
         k = q
-    lengths = {"some": [n - 7, n - 1], "none": [n, n], "empty_row": [n - 7, 0]}[pad][:b]
-    padding = torch.arange(n)[None] < torch.tensor(lengths)[:, None]
+    if pad == "absent":  # no padding mask given
+        padding = None
+    else:
+        lengths = {"some": [n - 7, n - 1], "none": [n, n], "empty_row": [n - 7, 0]}[pad][:b]
+        padding = torch.arange(n)[None] < torch.tensor(lengths)[:, None]
     global_mask = None
     if glob:  # True: two global tokens; an int: that many, spread (more than a tile of them)
         global_mask = torch.zeros(b, n, dtype=torch.bool)
         spots = [0, n // 3] if glob is True else torch.arange(0, n, 2)[:glob].tolist()
         global_mask[:, spots] = True
         global_mask[0, 1] = True  # rows with different numbers of global tokens
-        global_mask[-1, n - 1] = True  # a padded token marked global is not global
+        global_mask[-1, n - 1] = True  # a padded token marked global is not global (if padded)
     return q, k, v, padding, global_mask
 
 
@@ -137,7 +152,8 @@ def _check(name: str) -> dict:
             ((got.float() - want).norm() / scale).item(),
             ((torch_fast.float() - want).norm() / scale).item(),
         ]
-    res["padded_rows_zero"] = bool((out.detach()[~padding[:, None, :].expand_as(out[..., 0])] == 0).all())
+    if padding is not None:
+        res["padded_rows_zero"] = bool((out.detach()[~padding[:, None, :].expand_as(out[..., 0])] == 0).all())
     return res
 
 
@@ -150,6 +166,8 @@ DROP_EXACT: dict[str, tuple] = {
     "drop_window_global": (SlidingWindow(8), {"n": 100, "glob": True}),
     "drop_window_keys_only": (SlidingWindow(8, global_rows=False), {"n": 90, "glob": True}),
     "drop_window_causal": (SlidingWindow(10, causal=True), {"n": 97, "pad": "some"}),
+    "drop_window_band_global": (SlidingWindow(300), {"n": 333, "h": 1, "glob": True}),
+    "drop_window_band_nopad": (SlidingWindow(300), {"n": 333, "h": 1, "glob": True, "pad": "absent"}),
     "drop_block_sparse_repeats": (  # long enough not to fall back to dense attention
         BlockSparse(
             16,
@@ -361,7 +379,7 @@ def test_kernel_matches_reference(results: dict, name: str) -> None:
     assert "error" not in res, res.get("error")
     assert not res["nan"]
     assert res["dtype_ok"] and res["shape_ok"]
-    assert res["padded_rows_zero"]
+    assert res.get("padded_rows_zero", True)
     assert res["no_grad_equal"]
     assert res.get("seq_major", True)
     dtype = CASES[name][1].get("dtype", "float32")

@@ -45,10 +45,9 @@ class GlobalTokens:
         idx, used = global_index(glob)
         return GlobalTokens(glob, idx, used, idx.shape[1])
 
-    def kernel_vectors(self, padding: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def kernel_vectors(self) -> dict[str, torch.Tensor]:
         """What the gpu kernels read (built once): idx (b, G) and cnt (b,) int32; slot (b, n) int32,
-        the slot of each global position (-1 elsewhere); notglob (b, 1, n) int8; window_keys (b, 1, n)
-        int8, real keys that are not global."""
+        the slot of each global position (-1 elsewhere)."""
         if not self._gpu:
             b, n = self.mask.shape
             idx = self.idx.to(torch.int32).contiguous()
@@ -56,15 +55,7 @@ class GlobalTokens:
             slots = torch.arange(self.g, device=idx.device, dtype=torch.int32).expand(b, -1)
             slot = torch.full((b, n + 1), -1, dtype=torch.int32, device=idx.device)
             slot.scatter_(1, torch.where(self.used, self.idx, n), torch.where(self.used, slots, -1))
-            notglob = ~self.mask
-            keys = notglob if padding is None else notglob & padding
-            self._gpu.update(
-                idx=idx,
-                cnt=cnt,
-                slot=slot[:, :n].contiguous(),
-                notglob=notglob.to(torch.int8)[:, None].contiguous(),
-                window_keys=keys.to(torch.int8)[:, None].contiguous(),
-            )
+            self._gpu.update(idx=idx, cnt=cnt, slot=slot[:, :n].contiguous())
         return self._gpu
 
 

@@ -76,17 +76,123 @@ def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _online(s, ok, m_i, l_i, acc, v, keep, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    s = tl.where(ok, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
+def _online(
+    s, ok, m_i, l_i, acc, v, keep, qk_scale, MASK: tl.constexpr, DROP: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):  # fmt: skip
+    # s: unscaled scores; m_i: the running maximum of the scaled ones (qk_scale > 0), so that the
+    # scaling and the subtraction are one FMA. MASK False: every pair counts (ok unused).
+    if MASK:
+        s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s - m_safe[:, None])
+    p = tl.math.exp2(s * qk_scale - m_safe[:, None])
     alpha = tl.math.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, 1)  # the normaliser is the undropped one
     if DROP:
         p = tl.where(keep, p, 0.0)
     acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC, UPCAST)
     return m_new, l_i, acc
+
+
+@triton.jit
+def _band(t0, TB: tl.constexpr, OB: tl.constexpr, below, above, n_other):
+    """A band's tiles (BAND): the tile of TB rows at t0 sees the positions [p - below, p + above] of
+    each of its rows p, in tiles of OB rows of a sequence of n_other. Returns (first, a, b, end):
+    tiles [first, end) are reached, and those in [a, b) are whole and seen by every row (no mask)."""
+    first = tl.maximum(t0 - below, 0) // OB
+    end = tl.minimum((t0 + TB - 1 + above) // OB + 1, tl.cdiv(n_other, OB))
+    a = (tl.maximum(t0 + TB - 1 - below, 0) + OB - 1) // OB
+    last = t0 + above - OB + 1  # the last tile start every row reaches
+    b = tl.where(last >= 0, last // OB + 1, 0)
+    b = tl.minimum(b, n_other // OB)  # whole tiles only
+    a = tl.minimum(tl.maximum(a, first), end)
+    b = tl.minimum(tl.maximum(b, a), end)
+    return first, a, b, end
+
+
+@triton.jit
+def _rows_load(ptr, rok, dok, BOUND: tl.constexpr, EVEN_D: tl.constexpr):
+    """Load a (rows, head_dim) tile; BOUND: rows may be past the sequence (rok), EVEN_D: no padding
+    of head_dim (the unmasked loads of a band's interior)."""
+    if BOUND:
+        if EVEN_D:
+            x = tl.load(ptr, rok[:, None], 0.0)
+        else:
+            x = tl.load(ptr, rok[:, None] & dok[None, :], 0.0)
+    else:
+        if EVEN_D:
+            x = tl.load(ptr)
+        else:
+            x = tl.load(ptr, dok[None, :], 0.0)
+    return x
+
+
+@triton.jit
+def _fwd_tile(
+    q, qpos, m_i, l_i, acc, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, qk_scale, thr,
+    BOUND: tl.constexpr, WIN: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr,
+    NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, KALL: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One key tile of the forward pass. kp, vp, kvp, pp: the (batch, head) bases of K, V, KVAL, POS.
+    WIN: test each pair (window / causal / self); else only the key's validity (a band's interior),
+    and with KALL (every key valid) nothing."""
+    if BOUND:
+        kval = tl.load(kvp + kcols, kok, 0) != 0
+    else:
+        kval = tl.load(kvp + kcols) != 0
+    k = _rows_load(kp + kcols[:, None] * skn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
+    v = _rows_load(vp + kcols[:, None] * svn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
+    s = _dot(q, tl.trans(k), PREC, UPCAST)
+    if WIN:
+        if HAS_POS:
+            kpos = tl.load(pp + kcols, kok, 0)
+        else:
+            kpos = kcols
+        ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
+    else:
+        ok = kval[None, :]
+    if DROP:
+        keep = _keep(hr[:, None], kcols[None, :], thr)
+    else:
+        keep = ok
+    return _online(s, ok, m_i, l_i, acc, v, keep, qk_scale, WIN or not KALL, DROP, PREC, UPCAST)
+
+
+@triton.jit
+def _dq_tile(
+    q, do, qpos, lse2, delta, dq, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, qk_scale,
+    rdrop, thr,
+    BOUND: tl.constexpr, WIN: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr,
+    NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, KALL: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One key tile of dQ (unscaled), as `_fwd_tile`."""
+    if BOUND:
+        kval = tl.load(kvp + kcols, kok, 0) != 0
+    else:
+        kval = tl.load(kvp + kcols) != 0
+    k = _rows_load(kp + kcols[:, None] * skn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
+    v = _rows_load(vp + kcols[:, None] * svn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
+    s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
+    if WIN:
+        if HAS_POS:
+            kpos = tl.load(pp + kcols, kok, 0)
+        else:
+            kpos = kcols
+        ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
+    else:
+        ok = kval[None, :]
+    if WIN or not KALL:
+        p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
+    else:
+        p = tl.math.exp2(s - lse2[:, None])
+    dp = _dot(do, tl.trans(v), PREC, UPCAST)
+    if DROP:
+        dp = tl.where(_keep(hr[:, None], kcols[None, :], thr), dp * rdrop, 0.0)
+    ds = p * (dp - delta[:, None])
+    return dq + _dot(ds.to(k.dtype), k, PREC, UPCAST)
 
 
 @triton.jit
@@ -117,7 +223,8 @@ def _fwd_kernel(
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
-    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
+    KALL: tl.constexpr,
 ):  # fmt: skip
     # DROP: attention dropout (see dropout.py), kept weights scaled by rdrop = 1 / (1 - p)
     # ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O / LSE (NO rows per head)
@@ -125,7 +232,13 @@ def _fwd_kernel(
     z = tl.program_id(1)
     b = z // H
     h = z % H
-    qidx, qok = _query_rows(W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS)
+    if BAND:  # query tile w of BLOCK_M rows (the kernel's own tiles, not the plan's)
+        qidx = w * BLOCK_M + tl.arange(0, BLOCK_M)
+        qok = qidx < NQ
+    else:
+        qidx, qok = _query_rows(
+            W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS
+        )
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
     q = tl.load(
@@ -140,25 +253,47 @@ def _fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if DROP:
         hr = _row_hash(SEED, z, qidx)
-    lbase = LIST + h * s_lh + w * WD
-    for e in range(WD):
-        kt = tl.load(lbase + e)
-        kcols, kok = _tile_rows(kt, KS, KSUB, NKSUB, BLOCK_N, NK)
-        kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
-        kmask = kok[:, None] & dok[None, :]
-        k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
-        v = tl.load(V + b * svb + h * svh + kcols[:, None] * svn + offs_d[None, :], kmask, 0.0)
-        if HAS_POS:
-            kpos = tl.load(POS + b * s_pb + h * s_ph + kcols, kok, 0)
+    else:
+        hr = qidx  # unused
+    kp, vp = K + b * skb + h * skh, V + b * svb + h * svh
+    kvp, pp = KVAL + b * s_kvb + h * s_kvh, POS + b * s_pb + h * s_ph
+    EVEN_D = BLOCK_D == D
+    if BAND:  # a sliding window: contiguous key tiles, the whole ones in the middle unmasked
+        if CAUSAL:
+            above = 0
         else:
-            kpos = kcols
-        s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
-        ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
-        if DROP:
-            keep = _keep(hr[:, None], kcols[None, :], thr)
-        else:
-            keep = ok
-        m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, keep, DROP, PREC, UPCAST)
+            above = half
+        first, a, bb, end = _band(w * BLOCK_M, BLOCK_M, BLOCK_N, half, above, NK)
+        for kt in range(first, a):
+            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+            m_i, l_i, acc = _fwd_tile(
+                q, qpos, m_i, l_i, acc, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
+                qk_scale, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
+                PREC, UPCAST,
+            )  # fmt: skip
+        for kt in range(a, bb):
+            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+            m_i, l_i, acc = _fwd_tile(
+                q, qpos, m_i, l_i, acc, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
+                qk_scale, thr, False, False, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
+                PREC, UPCAST,
+            )  # fmt: skip
+        for kt in range(bb, end):
+            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+            m_i, l_i, acc = _fwd_tile(
+                q, qpos, m_i, l_i, acc, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
+                qk_scale, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
+                PREC, UPCAST,
+            )  # fmt: skip
+    else:
+        lbase = LIST + h * s_lh + w * WD
+        for e in range(WD):
+            kcols, kok = _tile_rows(tl.load(lbase + e), KS, KSUB, NKSUB, BLOCK_N, NK)
+            m_i, l_i, acc = _fwd_tile(
+                q, qpos, m_i, l_i, acc, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
+                qk_scale, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, False, False, DROP, PREC,
+                UPCAST,
+            )  # fmt: skip
     if HAS_X:  # in blocks of BLOCK_X (<= BLOCK_N) keys: few global tokens cost little
         xcnt = tl.load(XCNT + b)
         for x0 in range(0, NX, BLOCK_X):
@@ -168,13 +303,15 @@ def _fwd_kernel(
             kmask = xok[:, None] & dok[None, :]
             k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
             v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
-            s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
+            s = _dot(q, tl.trans(k), PREC, UPCAST)
             ok = xok[None, :] & (qpos[:, None] >= 0)
+            if XSKIP:  # the extra keys are window keys too: only the pairs the window leaves out
+                ok = ok & ~_visible(qpos[:, None], xcols[None, :], ok, half, WINDOW, CAUSAL, NO_SELF)
             if DROP:
                 keep = _keep(hr[:, None], xcols[None, :] + xoff, thr)
             else:
                 keep = ok
-            m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, keep, DROP, PREC, UPCAST)
+            m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, keep, qk_scale, True, DROP, PREC, UPCAST)
     if HAS_QVAL:
         qval = tl.load(QVAL + b * s_qvb + h * s_qvh + qidx, qok, 0) != 0
         l_i = tl.where(qval, l_i, 0.0)
@@ -258,7 +395,8 @@ def _bwd_dq_kernel(
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_X: tl.constexpr, ROWS: tl.constexpr, HAS_DLSE: tl.constexpr, BLOCK_X: tl.constexpr,
-    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
+    KALL: tl.constexpr,
 ):  # fmt: skip
     # DROP: dP of a dropped pair is 0, of a kept one dP * rdrop; delta = rowsum(dO * O) holds as is
     # also writes delta = rowsum(dO * O) - dLSE for the dK / dV kernel that runs next.
@@ -267,7 +405,13 @@ def _bwd_dq_kernel(
     z = tl.program_id(1)
     b = z // H
     h = z % H
-    qidx, qok = _query_rows(W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS)
+    if BAND:  # query tile w of BLOCK_M rows (the kernel's own tiles, not the plan's)
+        qidx = w * BLOCK_M + tl.arange(0, BLOCK_M)
+        qok = qidx < NQ
+    else:
+        qidx, qok = _query_rows(
+            W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS
+        )
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
     qmask = qok[:, None] & dok[None, :]
@@ -288,26 +432,47 @@ def _bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if DROP:
         hr = _row_hash(SEED, z, qidx)
-    lbase = LIST + h * s_lh + w * WD
-    for e in range(WD):
-        kt = tl.load(lbase + e)
-        kcols, kok = _tile_rows(kt, KS, KSUB, NKSUB, BLOCK_N, NK)
-        kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
-        kmask = kok[:, None] & dok[None, :]
-        k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
-        v = tl.load(V + b * svb + h * svh + kcols[:, None] * svn + offs_d[None, :], kmask, 0.0)
-        if HAS_POS:
-            kpos = tl.load(POS + b * s_pb + h * s_ph + kcols, kok, 0)
+    else:
+        hr = qidx  # unused
+    kp, vp = K + b * skb + h * skh, V + b * svb + h * svh
+    kvp, pp = KVAL + b * s_kvb + h * s_kvh, POS + b * s_pb + h * s_ph
+    EVEN_D = BLOCK_D == D
+    if BAND:  # as in the forward kernel
+        if CAUSAL:
+            above = 0
         else:
-            kpos = kcols
-        s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
-        ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
-        p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
-        dp = _dot(do, tl.trans(v), PREC, UPCAST)
-        if DROP:
-            dp = tl.where(_keep(hr[:, None], kcols[None, :], thr), dp * rdrop, 0.0)
-        ds = p * (dp - delta[:, None])
-        dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
+            above = half
+        first, a, bb, end = _band(w * BLOCK_M, BLOCK_M, BLOCK_N, half, above, NK)
+        for kt in range(first, a):
+            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+            dq = _dq_tile(
+                q, do, qpos, lse2, delta, dq, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok,
+                half, qk_scale, rdrop, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
+                PREC, UPCAST,
+            )  # fmt: skip
+        for kt in range(a, bb):
+            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+            dq = _dq_tile(
+                q, do, qpos, lse2, delta, dq, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok,
+                half, qk_scale, rdrop, thr, False, False, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL,
+                DROP, PREC, UPCAST,
+            )  # fmt: skip
+        for kt in range(bb, end):
+            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+            dq = _dq_tile(
+                q, do, qpos, lse2, delta, dq, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok,
+                half, qk_scale, rdrop, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
+                PREC, UPCAST,
+            )  # fmt: skip
+    else:
+        lbase = LIST + h * s_lh + w * WD
+        for e in range(WD):
+            kcols, kok = _tile_rows(tl.load(lbase + e), KS, KSUB, NKSUB, BLOCK_N, NK)
+            dq = _dq_tile(
+                q, do, qpos, lse2, delta, dq, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
+                qk_scale, rdrop, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, False, False, DROP, PREC,
+                UPCAST,
+            )  # fmt: skip
     if HAS_X:
         xcnt = tl.load(XCNT + b)
         for x0 in range(0, NX, BLOCK_X):
@@ -319,6 +484,8 @@ def _bwd_dq_kernel(
             v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
             s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
             ok = xok[None, :] & qok[:, None]
+            if XSKIP:
+                ok = ok & ~_visible(qpos[:, None], xcols[None, :], ok, half, WINDOW, CAUSAL, NO_SELF)
             p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
             dp = _dot(do, tl.trans(v), PREC, UPCAST)
             pv = p
@@ -350,17 +517,28 @@ def _bwd_dq_kernel(
 def _dkdv_step(
     Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh,
     sdon, offs_d, dok, qk_scale, rdrop, thr, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    BOUND: tl.constexpr, EVEN_D: tl.constexpr, MASK: tl.constexpr,
 ):  # fmt: skip
-    """One query tile's share of a key tile's dK, dV; ok (N, M): which (key, query) pairs count."""
-    qmask = qok[:, None] & dok[None, :]
-    q = tl.load(Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qmask, 0.0)
-    do = tl.load(DO + b * sdob + h * sdoh + qrows[:, None] * sdon + offs_d[None, :], qmask, 0.0)
+    """One query tile's share of a key tile's dK, dV; ok (N, M): which (key, query) pairs count.
+    BOUND False: every row in qrows is a row of the sequence (a band's interior: unmasked loads);
+    MASK False: every pair counts (ok unused)."""
+    q = _rows_load(Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qok, dok, BOUND, EVEN_D)
+    do = _rows_load(
+        DO + b * sdob + h * sdoh + qrows[:, None] * sdon + offs_d[None, :], qok, dok, BOUND, EVEN_D
+    )
     do = do.to(q.dtype)
-    lse = tl.load(LSE + z * NQ + qrows, qok, float("-inf"))
+    if BOUND:
+        lse = tl.load(LSE + z * NQ + qrows, qok, float("-inf"))
+        delta = tl.load(DELTA + z * NQ + qrows, qok, 0.0)
+    else:
+        lse = tl.load(LSE + z * NQ + qrows)
+        delta = tl.load(DELTA + z * NQ + qrows)
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
-    delta = tl.load(DELTA + z * NQ + qrows, qok, 0.0)
     st = _dot(k, tl.trans(q), PREC, UPCAST) * qk_scale  # (N, M)
-    pt = tl.where(ok, tl.math.exp2(st - lse2[None, :]), 0.0)
+    if MASK:
+        pt = tl.where(ok, tl.math.exp2(st - lse2[None, :]), 0.0)
+    else:
+        pt = tl.math.exp2(st - lse2[None, :])
     dpt = _dot(v, tl.trans(do), PREC, UPCAST)
     if DROP:
         keep = _keep(_row_hash(SEED, z, qrows)[None, :], kcols[:, None], thr)
@@ -386,7 +564,8 @@ def _bwd_dkdv_kernel(
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_QMASK: tl.constexpr, HAS_XQ: tl.constexpr, HAS_XSLOT: tl.constexpr, BLOCK_R: tl.constexpr,
-    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
+    KALL: tl.constexpr,
 ):  # fmt: skip
     kt = tl.program_id(0)
     z = tl.program_id(1)
@@ -405,40 +584,86 @@ def _bwd_dkdv_kernel(
         kpos = kcols
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    start = tl.load(T_START + h * s_th + kt)
-    count = tl.load(T_COUNT + h * s_th + kt)
-    for e in range(count):
-        w = tl.load(T_LIST + h * s_tlh + start + e)
-        qt = tl.load(W_QT + h * s_wh + w)
-        qrows, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
-        if HAS_POS:
-            qpos = tl.load(POS + b * s_pb + h * s_ph + qrows, qok, 0)
+    EVEN_D = BLOCK_D == D
+    if BAND:  # the query tiles of a window: contiguous, the whole ones in the middle unmasked
+        if CAUSAL:
+            below = 0
         else:
-            qpos = qrows
-        ok = _visible(qpos[None, :], kpos[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
-        if HAS_QMASK:
-            ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
-        dk, dv = _dkdv_step(
-            Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob,
-            sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST,
-        )  # fmt: skip
+            below = half
+        first, a, bb, end = _band(kt * BLOCK_N, BLOCK_N, BLOCK_M, below, half, NQ)
+        for qt in range(first, a):
+            qrows = qt * BLOCK_M + tl.arange(0, BLOCK_M)
+            qok = qrows < NQ
+            ok = _visible(qrows[None, :], kcols[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
+            if HAS_QMASK:
+                ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
+            dk, dv = _dkdv_step(
+                Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
+                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, EVEN_D, True,
+            )  # fmt: skip
+        for qt in range(a, bb):
+            qrows = qt * BLOCK_M + tl.arange(0, BLOCK_M)
+            ok = kval[:, None]
+            if HAS_QMASK:
+                ok = ok & (tl.load(QM + b * s_qmb + qrows) != 0)[None, :]
+            dk, dv = _dkdv_step(
+                Q, DO, LSE, DELTA, SEED, qrows, qrows < NQ, ok, kcols, k, v, dk, dv, b, h, z, NQ,
+                sqb, sqh, sqn, sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, False,
+                EVEN_D, HAS_QMASK or not KALL,
+            )  # fmt: skip
+        for qt in range(bb, end):
+            qrows = qt * BLOCK_M + tl.arange(0, BLOCK_M)
+            qok = qrows < NQ
+            ok = _visible(qrows[None, :], kcols[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
+            if HAS_QMASK:
+                ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
+            dk, dv = _dkdv_step(
+                Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
+                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, EVEN_D, True,
+            )  # fmt: skip
+    else:
+        start = tl.load(T_START + h * s_th + kt)
+        count = tl.load(T_COUNT + h * s_th + kt)
+        for e in range(count):
+            w = tl.load(T_LIST + h * s_tlh + start + e)
+            qt = tl.load(W_QT + h * s_wh + w)
+            qrows, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
+            if HAS_POS:
+                qpos = tl.load(POS + b * s_pb + h * s_ph + qrows, qok, 0)
+            else:
+                qpos = qrows
+            ok = _visible(qpos[None, :], kpos[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
+            if HAS_QMASK:
+                ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
+            dk, dv = _dkdv_step(
+                Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
+                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, False, True,
+            )  # fmt: skip
+    if HAS_XSLOT:
+        xs_slot = tl.load(XSLOT + b * s_xsb + kcols, kok, -1)
+    else:
+        xs_slot = kcols  # unused
     if HAS_XQ:  # rows that see every key (global queries): extra queries of every key tile
-        # (their pairs with extra keys, which kval leaves out, came through the dQ kernel's atomics)
+        # (their pairs with extra keys come through the dQ kernel's atomics: kval leaves those keys
+        # out, or with XSKIP the slot test does)
         rcnt = tl.load(QCNT + b)
         for r0 in range(0, NR, BLOCK_R):  # in blocks of BLOCK_R (<= BLOCK_M) rows
             slots = r0 + tl.arange(0, BLOCK_R)
             sok = slots < rcnt
             qrows = tl.load(QIDX + b * s_rib + slots, sok, 0)
             ok = kval[:, None] & sok[None, :]
+            if XSKIP:  # global keys are window keys: the window's pairs, and those of global keys
+                # (the dQ kernel's atomics), are counted elsewhere
+                ok = ok & (xs_slot < 0)[:, None]
+                ok = ok & ~_visible(qrows[None, :], kcols[:, None], ok, half, WINDOW, CAUSAL, NO_SELF)
             dk, dv = _dkdv_step(
                 Q, DO, LSE, DELTA, SEED, qrows, sok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
-                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST,
+                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, False, True,
             )  # fmt: skip
     dk = dk * scale
     if HAS_XSLOT:  # global keys: what the dQ kernel summed for them by atomics
-        slot = tl.load(XSLOT + b * s_xsb + kcols, kok, -1)
-        xm = (slot >= 0)[:, None] & dok[None, :]
-        xptr = (z * NX + slot[:, None]) * D + offs_d[None, :]
+        xm = (xs_slot >= 0)[:, None] & dok[None, :]
+        xptr = (z * NX + xs_slot[:, None]) * D + offs_d[None, :]
         dk += tl.load(DKX + xptr, xm, 0.0)
         dv += tl.load(DVX + xptr, xm, 0.0)
     tl.store(

@@ -70,6 +70,7 @@ class Plan:
     causal: bool = False
     no_self: bool = False
     covers_all: bool = True  # every query row is some work item's, or a `Rows` row (else dQ is zeroed)
+    band: bool = False  # a window plan: the kernels walk its contiguous tiles themselves (BAND)
     _transposed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     _consts: dict = field(default_factory=dict, repr=False)  # flags -> Consts of each kernel
 
@@ -96,10 +97,16 @@ class Plan:
     def consts(self, kernel, d: int, dtype: torch.dtype, *flags: bool) -> Consts:
         """The kernel's constexprs and launch options for this plan, head_dim, dtype and flags (the
         kernel's flag constexprs, in `_FLAGS[kernel]` order)."""
-        key = (kernel, d, dtype, flags, tuple(LAUNCH.items()) if LAUNCH else ())
+        band = self.band and BAND  # (BAND is read here, so tune_band takes effect on the next call)
+        key = (kernel, d, dtype, flags, band, _TUNED[0], tuple(LAUNCH.items()) if LAUNCH else ())
         c = self._consts.get(key)
         if c is None:
             qt, kt = self.qtiles, self.ktiles
+            opts = None
+            if band:  # each kernel walks the band in its own tiles
+                bm, bn = BAND_TILES[kernel.__name__]
+                qt, kt = Tiling(bm, bm, 1, bm), Tiling(bn, bn, 1, bn)
+                opts = BAND_LAUNCH.get(kernel.__name__)
             kw = dict(
                 D=d,
                 BLOCK_D=max(16, _pow2(d)),
@@ -116,18 +123,21 @@ class Plan:
                 NO_SELF=self.no_self,
                 PREC="ieee" if dtype == torch.float32 else "tf32",
                 UPCAST=_INTERPRET and dtype == torch.bfloat16,
+                BAND=band,
                 **dict(zip(_FLAGS[kernel], flags, strict=True)),
-                **_launch_opts(d, qt.block, kt.block),
+                **(opts or _launch_opts(d, qt.block, kt.block)),
             )
             c = self._consts[key] = Consts(kernel, kw)
         return c
 
 
 _FLAGS = {
-    _flash._fwd_kernel: ("HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP"),
-    _flash._bwd_dq_kernel: ("HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP"),
-    _flash._bwd_dkdv_kernel: ("HAS_POS", "HAS_QMASK", "HAS_XQ", "HAS_XSLOT", "BLOCK_R", "DROP"),
-}
+    _flash._fwd_kernel: ("HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL"),
+    _flash._bwd_dq_kernel: ("HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL"),
+    _flash._bwd_dkdv_kernel: (
+        "HAS_POS", "HAS_QMASK", "HAS_XQ", "HAS_XSLOT", "BLOCK_R", "DROP", "XSKIP", "KALL",
+    ),
+}  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -143,6 +153,7 @@ class Extra:
     vx: torch.Tensor | None = None
     slot: torch.Tensor | None = None
     col: int = 0  # dropout's column of slot 0: 0 when idx holds key rows, past the key rows for kx rows
+    in_window: bool = False  # the keys are window keys too (kval keeps them): extra only outside it
 
 
 @dataclass(eq=False)
@@ -196,6 +207,37 @@ def _unit_last(x: torch.Tensor) -> torch.Tensor:
 
 
 LAUNCH: dict = {}  # overrides of num_warps / num_stages (benchmarks)
+BAND = True  # window plans walk their tiles in the kernels (False: through their lists; benchmarks)
+# (query rows, key rows) of a tile, per kernel, when a window plan's band is walked
+BAND_TILES: dict[str, tuple[int, int]] = {
+    "_fwd_kernel": (64, 64),
+    "_bwd_dq_kernel": (64, 64),
+    "_bwd_dkdv_kernel": (64, 64),
+}
+BAND_LAUNCH: dict[str, dict] = {}  # per kernel: num_warps / num_stages with BAND, if not the default
+_TUNED = [0]  # bumped by tune_band: plans rebuild their constexprs
+
+
+def tune_band(
+    tiles: dict[str, tuple[int, int]] | None = None, launch: dict[str, dict] | None = None, band: bool = True
+) -> None:
+    """Set the band walk (benchmarks): on or off, each kernel's tiles and launch options."""
+    global BAND
+    BAND = band
+    if tiles is not None:
+        BAND_TILES.update(tiles)
+    if launch is not None:
+        BAND_LAUNCH.clear()
+        BAND_LAUNCH.update(launch)
+    _TUNED[0] += 1
+
+
+def _grid(c: Consts, plan: Plan, rows: int, keys: bool = False) -> int:
+    """Programs of a main launch: the plan's work items (or key tiles), or with BAND the kernel's own
+    tiles over `rows` rows."""
+    if c.kwargs["BAND"]:
+        return -(-rows // c.kwargs["BLOCK_N" if keys else "BLOCK_M"])
+    return plan.n_ktiles if keys else plan.w_qt.shape[1]
 
 
 def _launch_opts(d: int, block_m: int, block_n: int) -> dict:
@@ -229,7 +271,9 @@ def _merge(parts, part_lse, o, lse, rows: Rows, h: int, nq: int, total: bool) ->
 
 class _ListedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, kx, vx, pv, plan, kval, qval, pos, extra, rows, scale, dropout, seed, place):
+    def forward(
+        ctx, q, k, v, kx, vx, pv, plan, kval, qval, pos, extra, rows, scale, dropout, seed, place, kall
+    ):
         b, h, nq, d = q.shape
         drop = dropout > 0
         rdrop, thr = kernel_args(dropout)
@@ -252,11 +296,22 @@ class _ListedAttention(torch.autograd.Function):
         qs, ks, vs = _s4(q), _s4(k), _s4(v)
         bx = small_block(nx, plan.ktiles.block)
         sd = seed if drop else dummy
+        xskip = has_x and extra.in_window
         c = plan.consts(
-            _flash._fwd_kernel, d, q.dtype, pos is not None, qval is not None, has_x, False, bx, drop
+            _flash._fwd_kernel,
+            d,
+            q.dtype,
+            pos is not None,
+            qval is not None,
+            has_x,
+            False,
+            bx,
+            drop,
+            xskip,
+            kall,
         )
         launch(
-            _flash._fwd_kernel, (w, b * h),
+            _flash._fwd_kernel, (_grid(c, plan, nq), b * h),
             (q, k, v, o, lse, kval, qv, ps, xk, xv, xidx, xcnt, dummy, dummy, plan.w_qt, plan.klist, sd),
             (scale * _flash.LOG2E, rdrop, plan.window or 0, h, nq, nk, nx, 0, wd, nq, thr, xcol,
              *qs, *ks, *vs, *_s4(o), *_sbh(kval), *_sbh(qval), *_sbh(pos),
@@ -269,7 +324,9 @@ class _ListedAttention(torch.autograd.Function):
             no = rw * rp.qtiles.block
             parts = torch.empty(b, h, no, d, device=q.device, dtype=torch.float32)
             part_lse = torch.empty(b * h, no, device=q.device, dtype=torch.float32)
-            cr = rp.consts(_flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop)
+            cr = rp.consts(
+                _flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop, False, False
+            )
             launch(
                 _flash._fwd_kernel, (rw, b * h),
                 (q, k, v, parts, part_lse, rows.kval, qv, dummy, k, v, dummy, dummy, rows.idx, rows.cnt,
@@ -285,7 +342,7 @@ class _ListedAttention(torch.autograd.Function):
             write_rows_(o, *place, pv)
         ctx.place = place
         ctx.plan, ctx.scale, ctx.extra, ctx.rows = plan, scale, extra, rows
-        ctx.dropout, ctx.seed = dropout, seed
+        ctx.dropout, ctx.seed, ctx.kall = dropout, seed, kall
         ctx.save_for_backward(q, k, v, kx, vx, o, lse, kval, pos)
         return o, lse.view(b, h, nq)
 
@@ -332,9 +389,11 @@ class _ListedAttention(torch.autograd.Function):
         bx = small_block(nx, plan.ktiles.block)
         has_dl = dlse is not None
         sd = ctx.seed if drop else dummy
-        c = plan.consts(_flash._bwd_dq_kernel, d, q.dtype, pos is not None, has_x, False, has_dl, bx, drop)
+        xskip = has_x and extra.in_window
+        flags = (pos is not None, has_x, False, has_dl, bx, drop, xskip, ctx.kall)
+        c = plan.consts(_flash._bwd_dq_kernel, d, q.dtype, *flags)
         launch(
-            _flash._bwd_dq_kernel, (w, b * h),
+            _flash._bwd_dq_kernel, (_grid(c, plan, nq), b * h),
             (q, k, v, o, do, lse, dl, delta, dq, kval, ps, xk, xv, xidx, xcnt, dkx, dvx, dummy, dummy,
              plan.w_qt, plan.klist, sd),
             (scale * _flash.LOG2E, scale, rdrop, plan.window or 0, h, nq, nk, nx, 0, wd, thr, xcol,
@@ -346,7 +405,8 @@ class _ListedAttention(torch.autograd.Function):
             rp = rows.plan
             rw = rp.w_qt.shape[1]
             parts = torch.empty(b, h, rw * rp.qtiles.block, d, device=q.device, dtype=torch.float32)
-            cr = rp.consts(_flash._bwd_dq_kernel, d, q.dtype, False, False, True, dlse is not None, 16, drop)
+            flags = (False, False, True, dlse is not None, 16, drop, False, False)
+            cr = rp.consts(_flash._bwd_dq_kernel, d, q.dtype, *flags)
             launch(
                 _flash._bwd_dq_kernel, (rw, b * h),
                 (q, k, v, o, do, lse, dl, delta, parts, rows.kval, dummy, k, v, dummy, dummy, lse, lse,
@@ -377,9 +437,11 @@ class _ListedAttention(torch.autograd.Function):
             on_k,
             br,
             drop,
+            xskip,
+            ctx.kall,
         )
         launch(
-            _flash._bwd_dkdv_kernel, (plan.n_ktiles, b * h),
+            _flash._bwd_dkdv_kernel, (_grid(ck, plan, nk, keys=True), b * h),
             (q, k, v, do, lse, delta, dk, dv, kval, ps, qm if qm is not None else dummy, ridx, rcnt,
              xslot, dkx, dvx, plan.w_qt, t_start, t_count, t_list, sd),
             (scale * _flash.LOG2E, scale, rdrop,
@@ -391,7 +453,7 @@ class _ListedAttention(torch.autograd.Function):
         )  # fmt: skip
         gkx = dkx.to(kx.dtype) if kx is not None else None
         gvx = dvx.to(vx.dtype) if vx is not None else None
-        return dq, dk, dv, gkx, gvx, dpv, None, None, None, None, None, None, None, None, None, None
+        return dq, dk, dv, gkx, gvx, dpv, *([None] * 11)
 
 
 def listed_attention(
@@ -408,6 +470,7 @@ def listed_attention(
     rows: Rows | None = None,
     dropout: float = 0.0,
     place: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    all_keys: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flash attention of q over k, v along `plan`: (out, lse).
 
@@ -418,7 +481,8 @@ def listed_attention(
     (B, H, Nq) float32. dropout: probability of dropping each attention weight (`dropout.py`); the
     seed is drawn from torch's generator on q's device, once per call. place: (idx (B, G), used
     (B, G) bool, values (B, H, G, d)): output rows idx[b, g] replaced by values[b, :, g] where used,
-    in the output buffer (their lse is the kernel's); their gradient goes to values.
+    in the output buffer (their lse is the kernel's); their gradient goes to values. all_keys: kval
+    is all ones (no padding, no key left out), so whole tiles of a band need no mask.
     """
     # one dtype for the kernel's dot products (under autocast a normalisation may come back in fp32)
     q, k, v = _unit_last(q), _unit_last(k.to(q.dtype)), _unit_last(v.to(q.dtype))
@@ -432,7 +496,9 @@ def listed_attention(
     seed = new_seed(q.device) if dropout > 0 else None
     pv = None if place is None else place[2]
     where = None if place is None else place[:2]
-    args = (q, k, v, kx, vx, pv, plan, kval, qval, pos, extra, rows, scale, dropout, seed, where)
+    if scale < 0:  # the kernels scale inside their max (qk_scale > 0): the sign moves into q
+        q, scale = -q, -scale
+    args = (q, k, v, kx, vx, pv, plan, kval, qval, pos, extra, rows, scale, dropout, seed, where, all_keys)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kx, vx, pv)):
         return _ListedAttention.apply(*args)
     return _ListedAttention.forward(_NoGrad(), *args)  # inference: no autograd node (its host cost)
@@ -500,7 +566,8 @@ def window_plan(n: int, half: int, causal: bool, device: torch.device, block_m: 
         keep = (cols >= 0) & (cols <= hi) & (cols < nkt)
         klist = torch.where(keep, cols, torch.full_like(cols, nkt))
         w_qt = torch.arange(nqt, device=device, dtype=torch.int32)[None]
-        return Plan(w_qt, klist.to(torch.int32)[None].contiguous(), qt, kt, nkt, window=half, causal=causal)
+        klist = klist.to(torch.int32)[None].contiguous()
+        return Plan(w_qt, klist, qt, kt, nkt, window=half, causal=causal, band=True)
 
     return cached(("window", n, half, causal, str(device), block_m, block_n), build)
 

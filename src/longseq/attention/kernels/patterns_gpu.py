@@ -147,28 +147,33 @@ def sliding_window_gpu(
         tokens = None
     place = None if rows_out is None or tokens is None else (tokens.idx, tokens.used, rows_out)
     kval = _kval(padding, b, n, q.device)
-    vec = tokens.kernel_vectors(padding) if tokens is not None else None
+    vec = tokens.kernel_vectors() if tokens is not None else None
     dilations = pattern.dilations(h)
     if set(dilations) == {1}:
         plan = window_plan(n, pattern.half, pattern.causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
+        every = padding is None  # kval is all ones: the band's whole tiles need no mask
         if vec is None:
-            return listed_attention(q, k, v, plan, kval, scale, qval=_qval(padding), dropout=dropout)[0]
-        extra = Extra(vec["idx"], vec["cnt"], slot=vec["slot"])
-        rows = None
-        if pattern.global_rows:
-            rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, qmask=vec["notglob"])
+            out, _ = listed_attention(
+                q, k, v, plan, kval, scale, qval=_qval(padding), dropout=dropout, all_keys=every
+            )
+            return out
+        # global keys stay window keys; as extra keys they count only where the window leaves them
+        # out. Global queries are window rows too (overwritten), and rows that see every key.
+        extra = Extra(vec["idx"], vec["cnt"], slot=vec["slot"], in_window=True)
+        rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval) if pattern.global_rows else None
         out, _ = listed_attention(
             q,
             k,
             v,
             plan,
-            vec["window_keys"],
+            kval,
             scale,
             qval=_qval(padding),
             extra=extra,
             rows=rows,
             dropout=dropout,
             place=place,
+            all_keys=every,
         )
         return out
 
