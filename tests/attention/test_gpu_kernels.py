@@ -448,6 +448,21 @@ def test_gpu_backend_on_cpu_raises() -> None:
         attend(q, q, q, SlidingWindow(2), backend="gpu")
 
 
+def test_views_past_int32_offsets_are_copied() -> None:
+    """The kernels' offsets are int32: the heads of a fused projection over 2^20 tokens (row stride
+    5 x 768) span past 2^31 elements and are made contiguous; a tensor of more elements is refused."""
+    from longseq.attention.kernels.listed import _unit_last
+
+    n = 1 << 20
+    fused = torch.empty(1, n, 5 * 768, device="meta", dtype=torch.bfloat16)
+    q = fused[..., :768].view(1, n, 12, 64).transpose(1, 2)  # (1, 12, n, 64), row stride 3840
+    assert _unit_last(q).is_contiguous()
+    small = torch.empty(1, 8, 3 * 64, device="meta")[..., :64].unflatten(-1, (1, 64)).transpose(1, 2)
+    assert _unit_last(small) is small  # within int32 and unit last stride: as it is
+    with pytest.raises(ValueError, match="split the batch"):
+        _unit_last(torch.empty(3, 12, n, 64, device="meta"))
+
+
 def test_transposed_list_counts_repeats() -> None:
     from longseq.attention.kernels.listed import Plan, Tiling
 

@@ -202,8 +202,22 @@ def _like(x: torch.Tensor, zero: bool = False) -> torch.Tensor:
     return new_like(x, memory_format=torch.contiguous_format)
 
 
+_I32 = 2**31 - 1  # the kernels compute element offsets in int32
+
+
 def _unit_last(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
+    """x with unit stride on its last dim and every element's offset within int32: a copy when either
+    fails (e.g. the heads of a fused projection over a million tokens span more than 2^31 elements)."""
+    span = sum((size - 1) * st for size, st in zip(x.shape, x.stride(), strict=True) if size > 1)
+    if x.stride(-1) == 1 and span <= _I32:
+        return x
+    x = x.contiguous()
+    if x.numel() > _I32:
+        raise ValueError(
+            f"a tensor of shape {tuple(x.shape)} has {x.numel()} elements, past the gpu kernels' limit "
+            "of 2^31: split the batch or the heads over several calls"
+        )
+    return x
 
 
 LAUNCH: dict = {}  # overrides of num_warps / num_stages (benchmarks)
