@@ -45,7 +45,9 @@ def main() -> None:
         "window+1g 16K fwd+bwd": lambda: torch.autograd.grad(
             attend(q, k, v, w, global_mask=gm, backend="gpu"), [q, k, v], go
         ),
-        "bigbird 4K fwd+bwd": lambda: torch.autograd.grad(attend(q4, k4, v4, bb, backend="gpu"), [q4, k4, v4], go4),
+        "bigbird 4K fwd+bwd": lambda: torch.autograd.grad(
+            attend(q4, k4, v4, bb, backend="gpu"), [q4, k4, v4], go4
+        ),
     }
     for name, fn in cases.items():
         for _ in range(5):
