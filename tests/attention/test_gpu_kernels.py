@@ -352,6 +352,44 @@ def _check_few_rows(name: str) -> dict:
     return res
 
 
+# the band walk (BAND: tiles computed in the kernels, whole tiles unmasked) against the listed walk
+# of the same window plan (the benchmarks' baseline), with per-kernel tiles unlike the plan's
+BAND_VS_LIST: dict[str, tuple] = {
+    "band_vs_list_global": (SlidingWindow(300), {"n": 333, "h": 1, "glob": True, "pad": "absent"}),
+    "band_vs_list_causal_padded": (SlidingWindow(200, causal=True), {"n": 250, "h": 1, "pad": "some"}),
+}
+
+
+def _check_band_vs_list(name: str) -> dict:
+    from longseq.attention.kernels import listed
+
+    pattern, opts = BAND_VS_LIST[name]
+    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    ins = [t.requires_grad_(True) for t in (q, k, v)]
+    go = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    runs = {}
+    tiles = dict(listed.BAND_TILES)
+    try:
+        for label, band, tiling in (
+            ("list", False, None),
+            ("band", True, None),
+            (
+                "band_tiles",
+                True,
+                {"_fwd_kernel": (32, 64), "_bwd_dq_kernel": (64, 32), "_bwd_dkdv_kernel": (32, 128)},
+            ),
+        ):
+            listed.tune_band(tiling, band=band)
+            out = _gpu(pattern, q, k, v, padding, global_mask, 0.0, seed=0)
+            runs[label] = [out, *_grads(out, ins, go)]
+    finally:
+        listed.tune_band(tiles, band=True)
+    res = {}
+    for label in ("band", "band_tiles"):
+        res[label] = max(_rel(a, b) for a, b in zip(runs[label], runs["list"], strict=True))
+    return res
+
+
 def _run_half(part: int) -> dict:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
@@ -431,6 +469,13 @@ def test_few_rows_over_many_keys(results: dict) -> None:
         assert max(res[label]) <= 1e-5, (label, res[label])
 
 
+@pytest.mark.parametrize("name", sorted(BAND_VS_LIST))
+def test_band_walk_equals_the_listed_walk(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    assert res["band"] <= 1e-6 and res["band_tiles"] <= 1e-6, res
+
+
 def test_global_rows_out_is_checked() -> None:
     q = torch.randn(1, 2, 20, 8)
     glob = torch.zeros(1, 20, dtype=torch.bool)
@@ -484,6 +529,7 @@ if __name__ == "__main__":
     checks |= {name: _check_drop_exact for name in DROP_EXACT}
     checks |= {name: _check_drop_permuted for name in DROP_PERMUTED}
     checks |= {name: _check_placed for name in PLACED}
+    checks |= {name: _check_band_vs_list for name in BAND_VS_LIST}
     checks["few_rows"] = _check_few_rows
     for i, case in enumerate(sorted(checks)):
         if i % 2 == part:

@@ -19,7 +19,8 @@ nothing sizes a tensor from a device value:
 - rows that see every key (ROWS: Longformer's global queries, BigBird's global blocks): queries
   QIDX[b, :QCNT[b]], split over segments of key tiles (a split plan), partial results merged by
   `_merge_kernel`, which writes their O and LSE (or summed dQ) in place. The dK / dV kernel walks them
-  as extra queries of every key tile (HAS_XQ); HAS_QMASK keeps them out of its main list.
+  as extra queries of every key tile (HAS_XQ). When the main plan lists them too, their main-plan
+  results are overwritten, and only their pairs outside the main plan count there (XSKIP).
 
 Layouts: q, k, v, o, do, dq, dk, dv are (batch, heads, rows, head_dim) with any batch / head / row
 strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32, indexed by row
@@ -96,10 +97,21 @@ def _online(
 
 
 @triton.jit
-def _band(t0, TB: tl.constexpr, OB: tl.constexpr, below, above, n_other):
+def _band(
+    t0, TB: tl.constexpr, OB: tl.constexpr, half, NONE_BELOW: tl.constexpr, NONE_ABOVE: tl.constexpr, n_other
+):
     """A band's tiles (BAND): the tile of TB rows at t0 sees the positions [p - below, p + above] of
-    each of its rows p, in tiles of OB rows of a sequence of n_other. Returns (first, a, b, end):
-    tiles [first, end) are reached, and those in [a, b) are whole and seen by every row (no mask)."""
+    each of its rows p (half each, or 0 on a causal side), in tiles of OB rows of a sequence of
+    n_other. Returns (first, a, b, end): tiles [first, end) are reached, and those in [a, b) are
+    whole and seen by every row (no mask)."""
+    if NONE_BELOW:
+        below = 0
+    else:
+        below = half
+    if NONE_ABOVE:
+        above = 0
+    else:
+        above = half
     first = tl.maximum(t0 - below, 0) // OB
     end = tl.minimum((t0 + TB - 1 + above) // OB + 1, tl.cdiv(n_other, OB))
     a = (tl.maximum(t0 + TB - 1 - below, 0) + OB - 1) // OB
@@ -109,6 +121,19 @@ def _band(t0, TB: tl.constexpr, OB: tl.constexpr, below, above, n_other):
     a = tl.minimum(tl.maximum(a, first), end)
     b = tl.minimum(tl.maximum(b, a), end)
     return first, a, b, end
+
+
+@triton.jit
+def _part(part: tl.constexpr, first, a, b, end):
+    """The tiles of part `part` of a band: 0 the edge before the whole tiles, 1 the whole tiles,
+    2 the edge after."""
+    if part == 0:
+        lo, hi = first, a
+    elif part == 1:
+        lo, hi = a, b
+    else:
+        lo, hi = b, end
+    return lo, hi
 
 
 @triton.jit
@@ -259,32 +284,16 @@ def _fwd_kernel(
     kvp, pp = KVAL + b * s_kvb + h * s_kvh, POS + b * s_pb + h * s_ph
     EVEN_D = BLOCK_D == D
     if BAND:  # a sliding window: contiguous key tiles, the whole ones in the middle unmasked
-        if CAUSAL:
-            above = 0
-        else:
-            above = half
-        first, a, bb, end = _band(w * BLOCK_M, BLOCK_M, BLOCK_N, half, above, NK)
-        for kt in range(first, a):
-            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
-            m_i, l_i, acc = _fwd_tile(
-                q, qpos, m_i, l_i, acc, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
-                qk_scale, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
-                PREC, UPCAST,
-            )  # fmt: skip
-        for kt in range(a, bb):
-            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
-            m_i, l_i, acc = _fwd_tile(
-                q, qpos, m_i, l_i, acc, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
-                qk_scale, thr, False, False, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
-                PREC, UPCAST,
-            )  # fmt: skip
-        for kt in range(bb, end):
-            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
-            m_i, l_i, acc = _fwd_tile(
-                q, qpos, m_i, l_i, acc, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
-                qk_scale, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
-                PREC, UPCAST,
-            )  # fmt: skip
+        first, a, bb, end = _band(w * BLOCK_M, BLOCK_M, BLOCK_N, half, False, CAUSAL, NK)
+        for part in tl.static_range(3):  # edge tiles, whole tiles (no window test), edge tiles
+            lo, hi = _part(part, first, a, bb, end)
+            for kt in range(lo, hi):
+                kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+                m_i, l_i, acc = _fwd_tile(
+                    q, qpos, m_i, l_i, acc, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok,
+                    half, qk_scale, thr, part != 1, part != 1, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL,
+                    DROP, PREC, UPCAST,
+                )  # fmt: skip
     else:
         lbase = LIST + h * s_lh + w * WD
         for e in range(WD):
@@ -438,32 +447,16 @@ def _bwd_dq_kernel(
     kvp, pp = KVAL + b * s_kvb + h * s_kvh, POS + b * s_pb + h * s_ph
     EVEN_D = BLOCK_D == D
     if BAND:  # as in the forward kernel
-        if CAUSAL:
-            above = 0
-        else:
-            above = half
-        first, a, bb, end = _band(w * BLOCK_M, BLOCK_M, BLOCK_N, half, above, NK)
-        for kt in range(first, a):
-            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
-            dq = _dq_tile(
-                q, do, qpos, lse2, delta, dq, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok,
-                half, qk_scale, rdrop, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
-                PREC, UPCAST,
-            )  # fmt: skip
-        for kt in range(a, bb):
-            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
-            dq = _dq_tile(
-                q, do, qpos, lse2, delta, dq, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok,
-                half, qk_scale, rdrop, thr, False, False, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL,
-                DROP, PREC, UPCAST,
-            )  # fmt: skip
-        for kt in range(bb, end):
-            kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
-            dq = _dq_tile(
-                q, do, qpos, lse2, delta, dq, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok,
-                half, qk_scale, rdrop, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP,
-                PREC, UPCAST,
-            )  # fmt: skip
+        first, a, bb, end = _band(w * BLOCK_M, BLOCK_M, BLOCK_N, half, False, CAUSAL, NK)
+        for part in tl.static_range(3):  # edge tiles, whole tiles (no window test), edge tiles
+            lo, hi = _part(part, first, a, bb, end)
+            for kt in range(lo, hi):
+                kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
+                dq = _dq_tile(
+                    q, do, qpos, lse2, delta, dq, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d,
+                    dok, half, qk_scale, rdrop, thr, part != 1, part != 1, WINDOW, CAUSAL, NO_SELF, HAS_POS,
+                    EVEN_D, KALL, DROP, PREC, UPCAST,
+                )  # fmt: skip
     else:
         lbase = LIST + h * s_lh + w * WD
         for e in range(WD):
@@ -553,17 +546,17 @@ def _dkdv_step(
 
 @triton.jit
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, KVAL, POS, QM, QIDX, QCNT, XSLOT, DKX, DVX,
+    Q, K, V, DO, LSE, DELTA, DK, DV, KVAL, POS, QIDX, QCNT, XSLOT, DKX, DVX,
     W_QT, T_START, T_COUNT, T_LIST, SEED,
     qk_scale, scale, rdrop,
     half, H, NQ, NK, NR, NX, thr,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
-    s_kvb, s_kvh, s_pb, s_ph, s_qmb, s_rib, s_xsb, s_wh, s_th, s_tlh,
+    s_kvb, s_kvh, s_pb, s_ph, s_rib, s_xsb, s_wh, s_th, s_tlh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
-    HAS_QMASK: tl.constexpr, HAS_XQ: tl.constexpr, HAS_XSLOT: tl.constexpr, BLOCK_R: tl.constexpr,
+    HAS_XQ: tl.constexpr, HAS_XSLOT: tl.constexpr, BLOCK_R: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr,
 ):  # fmt: skip
@@ -586,41 +579,22 @@ def _bwd_dkdv_kernel(
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     EVEN_D = BLOCK_D == D
     if BAND:  # the query tiles of a window: contiguous, the whole ones in the middle unmasked
-        if CAUSAL:
-            below = 0
-        else:
-            below = half
-        first, a, bb, end = _band(kt * BLOCK_N, BLOCK_N, BLOCK_M, below, half, NQ)
-        for qt in range(first, a):
-            qrows = qt * BLOCK_M + tl.arange(0, BLOCK_M)
-            qok = qrows < NQ
-            ok = _visible(qrows[None, :], kcols[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
-            if HAS_QMASK:
-                ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
-            dk, dv = _dkdv_step(
-                Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
-                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, EVEN_D, True,
-            )  # fmt: skip
-        for qt in range(a, bb):
-            qrows = qt * BLOCK_M + tl.arange(0, BLOCK_M)
-            ok = kval[:, None]
-            if HAS_QMASK:
-                ok = ok & (tl.load(QM + b * s_qmb + qrows) != 0)[None, :]
-            dk, dv = _dkdv_step(
-                Q, DO, LSE, DELTA, SEED, qrows, qrows < NQ, ok, kcols, k, v, dk, dv, b, h, z, NQ,
-                sqb, sqh, sqn, sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, False,
-                EVEN_D, HAS_QMASK or not KALL,
-            )  # fmt: skip
-        for qt in range(bb, end):
-            qrows = qt * BLOCK_M + tl.arange(0, BLOCK_M)
-            qok = qrows < NQ
-            ok = _visible(qrows[None, :], kcols[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
-            if HAS_QMASK:
-                ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
-            dk, dv = _dkdv_step(
-                Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
-                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, EVEN_D, True,
-            )  # fmt: skip
+        first, a, bb, end = _band(kt * BLOCK_N, BLOCK_N, BLOCK_M, half, CAUSAL, False, NQ)
+        for part in tl.static_range(3):  # edge tiles, whole tiles (no window test), edge tiles
+            lo, hi = _part(part, first, a, bb, end)
+            for qt in range(lo, hi):
+                qrows = qt * BLOCK_M + tl.arange(0, BLOCK_M)
+                if part == 1:
+                    ok = kval[:, None]
+                else:
+                    ok = _visible(
+                        qrows[None, :], kcols[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF
+                    )
+                dk, dv = _dkdv_step(
+                    Q, DO, LSE, DELTA, SEED, qrows, qrows < NQ, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb,
+                    sqh, sqn, sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST,
+                    part != 1, EVEN_D, part != 1 or not KALL,
+                )  # fmt: skip
     else:
         start = tl.load(T_START + h * s_th + kt)
         count = tl.load(T_COUNT + h * s_th + kt)
@@ -633,8 +607,6 @@ def _bwd_dkdv_kernel(
             else:
                 qpos = qrows
             ok = _visible(qpos[None, :], kpos[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
-            if HAS_QMASK:
-                ok = ok & (tl.load(QM + b * s_qmb + qrows, qok, 0) != 0)[None, :]
             dk, dv = _dkdv_step(
                 Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
                 sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, False, True,

@@ -13,6 +13,8 @@ Under Triton's CPU interpreter (TRITON_INTERPRET=1) every launch goes through Tr
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import warnings
 
@@ -62,6 +64,8 @@ class Consts:
 
 
 _COMPILED: dict[tuple, object] = {}
+_DATA_PTR = torch.Tensor.data_ptr
+_DTYPE = operator.attrgetter("dtype")
 
 
 def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Consts) -> None:
@@ -73,8 +77,9 @@ def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Const
         if grid[0] and grid[1]:
             fn[grid](*ptrs, *scalars, **consts.kwargs)
         return
-    aligned = not any(t.data_ptr() & 15 for t in ptrs)
-    key = (consts.key, tuple(t.dtype for t in ptrs), scalars)
+    # (map and reduce rather than generators: this runs on every launch, and the calls are host-bound)
+    aligned = not functools.reduce(operator.or_, map(_DATA_PTR, ptrs)) & 15
+    key = (consts.key, tuple(map(_DTYPE, ptrs)), scalars)
     kernel = _COMPILED.get(key) if aligned else None
     if kernel is None:
         assert len(ptrs) + len(scalars) == consts.n_args, f"arguments for {consts.n_args} parameters"
@@ -87,7 +92,7 @@ def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Const
     if not _DIRECT[0]:
         fn[grid](*ptrs, *scalars, **consts.kwargs)
         return
-    stream = torch._C._cuda_getCurrentRawStream(ptrs[0].device.index)
+    stream = torch._C._cuda_getCurrentRawStream(ptrs[0].get_device())
     try:
         kernel.run(  # type: ignore[attr-defined]
             grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None, None, None,  # type: ignore[attr-defined]

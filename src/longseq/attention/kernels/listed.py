@@ -135,7 +135,7 @@ _FLAGS = {
     _flash._fwd_kernel: ("HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL"),
     _flash._bwd_dq_kernel: ("HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL"),
     _flash._bwd_dkdv_kernel: (
-        "HAS_POS", "HAS_QMASK", "HAS_XQ", "HAS_XSLOT", "BLOCK_R", "DROP", "XSKIP", "KALL",
+        "HAS_POS", "HAS_XQ", "HAS_XSLOT", "BLOCK_R", "DROP", "XSKIP", "KALL",
     ),
 }  # fmt: skip
 
@@ -160,14 +160,14 @@ class Extra:
 class Rows:
     """Query rows idx[b, :cnt[b]] that see every key with kval (B, 1, N) int8, split over keys.
 
-    idx (B | 1, G) int32; cnt (B,) int32; plan: `split_plan` over the G slots; qmask (B, 1, N) int8,
-    0 at these rows, when the main plan also lists them (their main-plan results are overwritten)."""
+    idx (B | 1, G) int32; cnt (B,) int32; plan: `split_plan` over the G slots. When the main plan
+    lists these rows too, their main-plan results are overwritten (and with `Extra.in_window` their
+    dK / dV pairs inside the main plan come from it)."""
 
     idx: torch.Tensor
     cnt: torch.Tensor
     plan: Plan
     kval: torch.Tensor
-    qmask: torch.Tensor | None = None
 
     @property
     def nseg(self) -> int:
@@ -437,7 +437,6 @@ class _ListedAttention(torch.autograd.Function):
         dk = _like(k)
         dv = _like(v)
         on_k = has_x and kx is None
-        qm = rows.qmask if rows is not None else None
         ridx, rcnt = (rows.idx, rows.cnt) if rows is not None else (dummy, dummy)
         xslot = extra.slot if on_k else dummy
         br = small_block(rows.idx.shape[1] if rows is not None else 0, plan.qtiles.block)
@@ -446,7 +445,6 @@ class _ListedAttention(torch.autograd.Function):
             d,
             q.dtype,
             pos is not None,
-            qm is not None,
             rows is not None,
             on_k,
             br,
@@ -456,12 +454,12 @@ class _ListedAttention(torch.autograd.Function):
         )
         launch(
             _flash._bwd_dkdv_kernel, (_grid(ck, plan, nk, keys=True), b * h),
-            (q, k, v, do, lse, delta, dk, dv, kval, ps, qm if qm is not None else dummy, ridx, rcnt,
-             xslot, dkx, dvx, plan.w_qt, t_start, t_count, t_list, sd),
+            (q, k, v, do, lse, delta, dk, dv, kval, ps, ridx, rcnt, xslot, dkx, dvx, plan.w_qt, t_start,
+             t_count, t_list, sd),
             (scale * _flash.LOG2E, scale, rdrop,
              plan.window or 0, h, nq, nk, rows.idx.shape[1] if rows is not None else 0, nx, thr,
              *qs, *ks, *vs, *dos, *_s4(dk), *_s4(dv), *_sbh(kval), *_sbh(pos),
-             _sb(qm), _sb(ridx) if rows is not None else 0, _sb(xslot) if on_k else 0,
+             _sb(ridx) if rows is not None else 0, _sb(xslot) if on_k else 0,
              s_wh, plan.n_ktiles if hl > 1 else 0, t_list.shape[1] if hl > 1 else 0),
             ck,
         )  # fmt: skip

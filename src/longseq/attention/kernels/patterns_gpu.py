@@ -72,9 +72,9 @@ def _kval(padding: torch.Tensor | None, b: int, n: int, device: torch.device) ->
     return _filled(b, n, device, 1, torch.int8)[:, None]
 
 
-def _all_keys_rows(idx: torch.Tensor, cnt: torch.Tensor, nk: int, kval: torch.Tensor, qmask=None) -> Rows:
+def _all_keys_rows(idx: torch.Tensor, cnt: torch.Tensor, nk: int, kval: torch.Tensor) -> Rows:
     """Rows idx[b, :cnt[b]] (idx (b | 1, G) int32) that see every key marked in kval."""
-    return Rows(idx, cnt, split_plan(idx.shape[1], nk, idx.device, SPLIT_BLOCK), kval, qmask)
+    return Rows(idx, cnt, split_plan(idx.shape[1], nk, idx.device, SPLIT_BLOCK), kval)
 
 
 # ---------------------------------------------------------------------------------------------------
