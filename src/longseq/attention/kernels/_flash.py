@@ -154,15 +154,15 @@ def _rows_load(ptr, rok, dok, BOUND: tl.constexpr, EVEN_D: tl.constexpr):
 
 
 @triton.jit
-def _fwd_tile(
-    q, qpos, m_i, l_i, acc, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, qk_scale, thr,
+def _key_tile(
+    q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
     BOUND: tl.constexpr, WIN: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr,
-    NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, KALL: tl.constexpr,
-    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):  # fmt: skip
-    """One key tile of the forward pass. kp, vp, kvp, pp: the (batch, head) bases of K, V, KVAL, POS.
-    WIN: test each pair (window / causal / self); else only the key's validity (a band's interior),
-    and with KALL (every key valid) nothing."""
+    """A key tile against the query tile: (k, v, unscaled scores, ok). kp, vp, kvp, pp: the (batch,
+    head) bases of K, V, KVAL, POS. WIN: test each pair (window / causal / self); else ok is only the
+    key's validity (a band's whole tiles)."""
     if BOUND:
         kval = tl.load(kvp + kcols, kok, 0) != 0
     else:
@@ -178,6 +178,22 @@ def _fwd_tile(
         ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
     else:
         ok = kval[None, :]
+    return k, v, s, ok
+
+
+@triton.jit
+def _fwd_tile(
+    q, qpos, m_i, l_i, acc, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, qk_scale, thr,
+    BOUND: tl.constexpr, WIN: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr,
+    NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, KALL: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One key tile of the forward pass (`_key_tile`); with KALL (every key valid) and not WIN, no
+    mask at all."""
+    k, v, s, ok = _key_tile(
+        q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, BOUND, WIN, WINDOW, CAUSAL,
+        NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST,
+    )  # fmt: skip
     if DROP:
         keep = _keep(hr[:, None], kcols[None, :], thr)
     else:
@@ -194,21 +210,11 @@ def _dq_tile(
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     """One key tile of dQ (unscaled), as `_fwd_tile`."""
-    if BOUND:
-        kval = tl.load(kvp + kcols, kok, 0) != 0
-    else:
-        kval = tl.load(kvp + kcols) != 0
-    k = _rows_load(kp + kcols[:, None] * skn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
-    v = _rows_load(vp + kcols[:, None] * svn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
-    s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
-    if WIN:
-        if HAS_POS:
-            kpos = tl.load(pp + kcols, kok, 0)
-        else:
-            kpos = kcols
-        ok = _visible(qpos[:, None], kpos[None, :], kval[None, :], half, WINDOW, CAUSAL, NO_SELF)
-    else:
-        ok = kval[None, :]
+    k, v, s, ok = _key_tile(
+        q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, BOUND, WIN, WINDOW, CAUSAL,
+        NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST,
+    )  # fmt: skip
+    s = s * qk_scale
     if WIN or not KALL:
         p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
     else:
@@ -224,15 +230,19 @@ def _dq_tile(
 def _query_rows(
     W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR,
     QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr, BLOCK_M: tl.constexpr, ROWS: tl.constexpr,
+    BAND: tl.constexpr,
 ):  # fmt: skip
-    """Work item w's query rows: (positions, ok). With ROWS, slots of QIDX (count-limited)."""
-    qt = tl.load(W_QT + h * s_wh + w)
-    if ROWS:
-        slots, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NR)
+    """Work item w's query rows: (positions, ok). With ROWS, slots of QIDX (count-limited); with
+    BAND, query tile w of BLOCK_M rows (the kernel's own tiles, not the plan's)."""
+    if BAND:
+        qidx = w * BLOCK_M + tl.arange(0, BLOCK_M)
+        qok = qidx < NQ
+    elif ROWS:
+        slots, qok = _tile_rows(tl.load(W_QT + h * s_wh + w), QS, QSUB, NQSUB, BLOCK_M, NR)
         qok = qok & (slots < tl.load(QCNT + b))
         qidx = tl.load(QIDX + b * s_rib + slots, qok, 0)
     else:
-        qidx, qok = _tile_rows(qt, QS, QSUB, NQSUB, BLOCK_M, NQ)
+        qidx, qok = _tile_rows(tl.load(W_QT + h * s_wh + w), QS, QSUB, NQSUB, BLOCK_M, NQ)
     return qidx, qok
 
 
@@ -257,13 +267,9 @@ def _fwd_kernel(
     z = tl.program_id(1)
     b = z // H
     h = z % H
-    if BAND:  # query tile w of BLOCK_M rows (the kernel's own tiles, not the plan's)
-        qidx = w * BLOCK_M + tl.arange(0, BLOCK_M)
-        qok = qidx < NQ
-    else:
-        qidx, qok = _query_rows(
-            W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS
-        )
+    qidx, qok = _query_rows(
+        W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS, BAND
+    )
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
     q = tl.load(
@@ -414,13 +420,9 @@ def _bwd_dq_kernel(
     z = tl.program_id(1)
     b = z // H
     h = z % H
-    if BAND:  # query tile w of BLOCK_M rows (the kernel's own tiles, not the plan's)
-        qidx = w * BLOCK_M + tl.arange(0, BLOCK_M)
-        qok = qidx < NQ
-    else:
-        qidx, qok = _query_rows(
-            W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS
-        )
+    qidx, qok = _query_rows(
+        W_QT, QIDX, QCNT, w, b, h, s_wh, s_rib, NQ, NR, QS, QSUB, NQSUB, BLOCK_M, ROWS, BAND
+    )
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
     qmask = qok[:, None] & dok[None, :]
