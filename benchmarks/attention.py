@@ -379,11 +379,9 @@ def table() -> str:
 
 
 def profile() -> None:
-    """Where the time goes: host time per call, top CPU and CUDA ops, and a small tile sweep."""
+    """Where the time goes: host time per call, top CPU and CUDA ops."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
-
-    from longseq.attention.kernels import listed, patterns_gpu
 
     def cases():
         out = []
@@ -435,36 +433,7 @@ def profile() -> None:
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10), flush=True)
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=8), flush=True)
-    # tile sweep on GPU-bound sizes
-    n = 1 << 18
-    q, k, v = qkv(n)
-    go = torch.randn_like(q)
-    w = SlidingWindow(512)
-    for bm, bn, warps, stages in (
-        (64, 64, 4, 2),
-        (128, 64, 4, 2),
-        (128, 64, 8, 2),
-        (128, 64, 4, 3),
-        (64, 64, 4, 3),
-        (128, 128, 8, 2),
-    ):
-        patterns_gpu.WINDOW_BLOCK_M, patterns_gpu.WINDOW_BLOCK_N = bm, bn
-        listed.LAUNCH.clear()
-        listed.LAUNCH.update(num_warps=warps, num_stages=stages)
-        try:
-            f = bench(lambda: attend(q, k, v, w, backend="gpu"))
-            fb = bench(lambda: torch.autograd.grad(attend(q, k, v, w, backend="gpu"), [q, k, v], go))
-            print(
-                f"SWEEP n={n} bm={bm} bn={bn} warps={warps} stages={stages}: fwd {f:.3f} fwd+bwd {fb:.3f}",
-                flush=True,
-            )
-        except Exception as ex:
-            print(
-                f"SWEEP bm={bm} bn={bn} warps={warps} stages={stages}: {type(ex).__name__} {str(ex)[:200]}",
-                flush=True,
-            )
-    listed.LAUNCH.clear()
-    patterns_gpu.WINDOW_BLOCK_M, patterns_gpu.WINDOW_BLOCK_N = 64, 64
+    # tile variants of the window kernels: benchmarks/window_kernel.py
 
 
 def main() -> None:

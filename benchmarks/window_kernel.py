@@ -6,7 +6,7 @@ error of the output and the gradients under 1e-2), then timed: GPU-only (CUDA-gr
 do_bench (host included), forward and forward + backward, bf16, batch 1, 12 heads, head_dim 64,
 SlidingWindow(512) with one global token (none at 256K). Prints a table last; JSON in $OUT.
 
-    PYTHONPATH=src python benchmarks/window_kernel.py [--sizes 16384 65536] [--variants all|best]
+    PYTHONPATH=src python benchmarks/window_kernel.py [--sizes 16384 65536] [--variants all | 0,1,...]
 """
 
 from __future__ import annotations
