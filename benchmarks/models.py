@@ -8,7 +8,12 @@ others moved to the CPU), with its weights and, from the step before, its gradie
 last; JSON to $OUT/models.json.
 
     PYTHONPATH=src python benchmarks/models.py [--seq 4096 16384] [--families longformer bigbird]
-        [--dropout 0.1] [--profile 25]   # --profile: longseq's top ops by GPU and host time
+        [--dropout 0.1] [--profile 25] [--no-graphs]   # --profile: longseq's top ops by GPU and host time
+
+Besides the eager step, each model's training step is captured as one CUDA graph and replayed
+(`longseq.training.graphs.GraphedStep`; mode train_graphed), after its gradients are checked against
+the eager step's. HF's models are tried the same way; where they cannot be captured the ratio is
+against HF's eager step, and says so.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ DEV = "cuda"
 ROWS: list[dict] = []
 DROPOUT = 0.0  # hidden and attention dropout of every model (--dropout)
 PROFILE = 0  # rows of the profile tables (--profile N; 0: no profile)
+GRAPHS = True  # also time the training step captured as a CUDA graph (--no-graphs: not)
 
 
 def timeit(fn, reps: int = 10, warm: int = 3) -> float:
@@ -167,6 +173,8 @@ def bench(family: str, n: int) -> None:
             train_step(model, ids, kw)
 
         record(name, n, "train_bf16", step)
+        if GRAPHS:
+            graphed(name, model, n, ids, kw)
         if PROFILE and name.startswith("longseq_"):
             profile_step(name, n, step)
         model.zero_grad(set_to_none=True)
@@ -174,6 +182,47 @@ def bench(family: str, n: int) -> None:
         del model
     del models, hf
     torch.cuda.empty_cache()
+
+
+def graphed(name: str, model: torch.nn.Module, n: int, ids: torch.Tensor, kw: dict) -> None:
+    """The training step captured as one CUDA graph (`longseq.training.graphs.GraphedStep`): its
+    gradients are checked against the eager step's, then it is timed. A model whose step cannot be
+    captured (host reads of device values) gets an error row."""
+    from longseq.training.graphs import GraphedStep, grad_mismatch
+
+    def loss_fn(ids: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            out = model(input_ids=ids, **kw).last_hidden_state
+        return out.float().sum()
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        model.zero_grad(set_to_none=True)
+        loss_fn(ids).backward()
+        ref = [None if p.grad is None else p.grad.float().cpu() for p in params]  # off the GPU's peak
+        model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step = GraphedStep(loss_fn, model, ids)
+        step(ids)
+        # the graph's pool holds the step's activations from the capture on: its peak is the capture's
+        capture_peak = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        # over all gradients together: a gradient that is zero in exact arithmetic (the key bias of
+        # softmax attention) is rounding noise, different in every run, and would dominate a maximum
+        err = grad_mismatch([None if p.grad is None else p.grad.cpu() for p in params], ref)
+        del ref
+    except Exception as ex:  # not capturable: a result too
+        model.zero_grad(set_to_none=True)
+        row = {"name": name, "n": n, "mode": "train_graphed", "ms": None}
+        row["peak_mib"] = f"ERR {type(ex).__name__}: {str(ex)[:100]}"
+        ROWS.append(row)
+        print(row, flush=True)
+        return
+    print(f"{name} n={n}: graphed step's gradients vs eager, relative error {err:.2e}", flush=True)
+    ROWS.append({"name": f"check_graphed_{name}", "n": n, "mode": "grad_rel_err", "ms": err})
+    row = record(name, n, "train_graphed", lambda: step(ids))
+    if row.get("ms") is not None:
+        row["peak_mib"] = max(row["peak_mib"], capture_peak)
 
 
 def profile_step(name: str, n: int, step) -> None:
@@ -204,9 +253,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, default=0, help="print the top N ops of longseq's training step"
     )
+    parser.add_argument(
+        "--no-graphs", action="store_true", help="do not time the step captured as a CUDA graph"
+    )
     args = parser.parse_args()
-    global DROPOUT, PROFILE
-    DROPOUT, PROFILE = args.dropout, args.profile
+    global DROPOUT, PROFILE, GRAPHS
+    DROPOUT, PROFILE, GRAPHS = args.dropout, args.profile, not args.no_graphs
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     for n in args.seq:
         for family in args.families:
@@ -223,9 +275,13 @@ def main() -> None:
     for r in ROWS:
         ratio = ""
         if r["name"].startswith("longseq_") and r.get("ms"):
-            peer = by_key.get(("hf_" + r["name"].removeprefix("longseq_"), r["n"], r["mode"]))
+            hf = "hf_" + r["name"].removeprefix("longseq_")
+            peer = by_key.get((hf, r["n"], r["mode"]))
+            if r["mode"] == "train_graphed" and not (peer and peer.get("ms")):  # HF's step did not capture
+                peer = by_key.get((hf, r["n"], "train_bf16"))
+                ratio = " (vs HF eager)"
             if peer and peer.get("ms"):
-                ratio = f"{peer['ms'] / r['ms']:.2f}x"
+                ratio = f"{peer['ms'] / r['ms']:.2f}x" + ratio
         print(f"{r['name']} | {r['n']} | {r['mode']} | {r.get('ms')} | {r.get('peak_mib', '')} | {ratio}")
 
 

@@ -25,6 +25,7 @@ DEV = "cuda"
 H, D = 12, 64
 F, DQ, DKDV = "_fwd_kernel", "_bwd_dq_kernel", "_bwd_dkdv_kernel"
 W4, W8 = {"num_warps": 4, "num_stages": 2}, {"num_warps": 8, "num_stages": 2}
+S3 = {"num_warps": 4, "num_stages": 3}
 # name -> (band walk?, tiles per kernel (query rows, key rows), launch options per kernel)
 VARIANTS: dict[str, tuple[bool, dict, dict]] = {
     "list 64x64": (False, {}, {}),
@@ -41,6 +42,13 @@ VARIANTS: dict[str, tuple[bool, dict, dict]] = {
     "band fwd 128x32": (True, {F: (128, 32), DQ: (64, 64), DKDV: (64, 64)}, {}),
     "band fwd 64x32": (True, {F: (64, 32), DQ: (64, 64), DKDV: (64, 64)}, {}),
     "band fwd 128x64 8w": (True, {F: (128, 64), DQ: (64, 64), DKDV: (64, 64)}, {F: W8}),
+    "band fwd 64x128 4w": (True, {F: (64, 128), DQ: (64, 64), DKDV: (64, 64)}, {}),
+    "band fwd 64x128 8w": (True, {F: (64, 128), DQ: (64, 64), DKDV: (64, 64)}, {F: W8}),
+    "band fwd 128x128 8w": (True, {F: (128, 128), DQ: (64, 64), DKDV: (64, 64)}, {F: W8}),
+    "band 64x64 3 stages": (True, {F: (64, 64), DQ: (64, 64), DKDV: (64, 64)}, {F: S3, DQ: S3, DKDV: S3}),
+    "band dq, dkdv 64x64 8w": (True, {F: (64, 64), DQ: (64, 64), DKDV: (64, 64)}, {DQ: W8, DKDV: W8}),
+    "band dkdv 64x128 8w": (True, {F: (64, 64), DQ: (64, 64), DKDV: (64, 128)}, {DKDV: W8}),
+    "band dq 128x64 8w": (True, {F: (64, 64), DQ: (128, 64), DKDV: (64, 64)}, {DQ: W8}),
 }  # fmt: skip
 DEFAULT = "band 64x64 (default)"
 

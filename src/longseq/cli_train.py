@@ -98,6 +98,11 @@ def add_parsers(sub: Any, examples: str) -> None:
     train.add_argument("--strategy", choices=["auto", "ddp", "fsdp"], default="auto", help="under torchrun")
     train.add_argument("--grad-accum", type=int, default=1)
     train.add_argument("--gradient-checkpointing", action="store_true")
+    train.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each batch shape's forward + backward as a CUDA graph (one GPU, BigBird / Reformer)",
+    )
     _add_fields(train, CompareConfig, _SKIP | {"sweep_lengths"})
     train.set_defaults(func=_train)
 
@@ -296,6 +301,7 @@ def _train(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         grad_accum=args.grad_accum,
         gradient_checkpointing=args.gradient_checkpointing,
+        cuda_graphs=args.cuda_graphs,
     )
     trainer = Trainer(model, config, splits["train"], splits["valid"], collate_fn=collate, metrics=metrics)
     if args.resume:

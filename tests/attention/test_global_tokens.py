@@ -37,3 +37,42 @@ def test_cache_by_identity_and_version() -> None:
 def test_of_no_global_tokens() -> None:
     t = GlobalTokens.of(torch.zeros(3, 5, dtype=torch.bool))
     assert t.g == 0 and t.idx.shape == (3, 0)
+
+
+def test_model_masks_are_the_same_tensors_for_the_same_inputs(monkeypatch) -> None:
+    from longseq.attention.global_tokens import model_masks
+    from longseq.models.configs import LongformerConfig
+    from longseq.models.longformer import LongformerModel
+
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 9:] = 0
+    gam = torch.zeros(2, 12, dtype=torch.long)
+    gam[:, 0] = 1
+    gam[1, 10] = 1  # padded: not global
+    pad, glob = model_masks(mask, gam, (2, 12), mask.device)
+    assert pad.tolist() == mask.bool().tolist() and glob.tolist() == (gam.bool() & mask.bool()).tolist()
+    assert model_masks(mask, gam, (2, 12), mask.device)[0] is pad  # same inputs: same objects
+    assert model_masks(mask.clone(), gam, (2, 12), mask.device)[0] is not pad  # another tensor
+    gam[0, 3] = 1  # in place: a new version, new masks
+    again = model_masks(mask, gam, (2, 12), mask.device)
+    assert again[1] is not glob and again[1][0, 3]
+    ones, none = model_masks(None, None, (1, 5), mask.device)
+    assert none is None and ones.all() and model_masks(None, None, (1, 5), mask.device)[0] is ones
+    assert model_masks(None, None, (1, 6), mask.device)[0].shape == (1, 6)
+
+    # a Longformer reads its global tokens from the device once per mask, not once per forward
+    reads = []
+    original = GlobalTokens.of
+    monkeypatch.setattr(GlobalTokens, "of", staticmethod(lambda glob: reads.append(1) or original(glob)))
+    cfg = LongformerConfig(
+        vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20,
+        attention_window=[4, 4], max_position_embeddings=40,
+    )  # fmt: skip
+    model = LongformerModel(cfg).eval()
+    ids = torch.randint(3, 30, (2, 12))
+    first = model(input_ids=ids, attention_mask=mask, global_attention_mask=gam).last_hidden_state
+    second = model(input_ids=ids, attention_mask=mask, global_attention_mask=gam).last_hidden_state
+    assert len(reads) == 1 and torch.equal(first, second)
+    gam[1, 2] = 1  # changed in place: read again, and the new global token changes the output
+    third = model(input_ids=ids, attention_mask=mask, global_attention_mask=gam).last_hidden_state
+    assert len(reads) == 2 and not torch.allclose(third[1], second[1])

@@ -68,6 +68,9 @@ CASES: dict[str, tuple] = {
     "window_global_seq_major": (SlidingWindow(8), {"n": 100, "glob": True, "layout": "seq"}),
     "block_sparse_seq_major": (BlockSparse(16, 1, seed=3), {"n": 123, "layout": "seq"}),
     "local_seq_major": (LocalChunks(20, 1, 1), {"n": 100, "layout": "seq"}),
+    # q, k, v: the heads of one fused projection, so dq, dk, dv are views of one buffer (siblings)
+    "window_global_fused": (SlidingWindow(8), {"n": 100, "glob": True, "layout": "fused"}),
+    "local_fused_padded": (LocalChunks(20, 1, 1), {"n": 90, "layout": "fused", "pad": "some"}),
     "lsh": (LSH(2, 4, 16, seed=1), {"n": 75}),
     "lsh_causal": (LSH(1, 4, 16, causal=True, seed=2), {"n": 70}),
     "lsh_factorised_after": (LSH(2, (2, 4), 8, chunks_after=1, seed=5), {"n": 37, "h": 1}),
@@ -83,6 +86,9 @@ def _inputs(
     dt = getattr(torch, dtype)
     if layout == "seq":  # (b, h, n, d) views of (b, n, h, d) tensors
         q, k, v = (torch.randn(b, n, h, d, generator=gen).to(dt).transpose(1, 2) for _ in range(3))
+    elif layout == "fused":  # (b, h, n, d) views of one (b, n, 3 * h * d) tensor, as `project` gives
+        fused = torch.randn(b, n, 3 * h * d, generator=gen).to(dt).requires_grad_(True)
+        q, k, v = (x.view(b, n, h, d).transpose(1, 2) for x in fused.split(h * d, -1))
     else:
         q, k, v = (torch.randn(b, h, n, d, generator=gen).to(dt) for _ in range(3))
     if isinstance(pattern, LSH):
@@ -116,7 +122,8 @@ def _check(name: str) -> dict:
     shared = k is q
     ins = [q, v] if shared else [q, k, v]
     for t in ins:
-        t.requires_grad_(True)
+        if t.is_leaf:
+            t.requires_grad_(True)
     pad, glob = check_inputs(q, k, v, pattern, padding, global_mask)
     out = gpu_attention(q, k, v, pattern, pad, glob, default_scale(q.shape[-1], None))
     fast = attend(q, k, v, pattern, padding_mask=padding, global_mask=global_mask, backend="torch")
@@ -135,6 +142,10 @@ def _check(name: str) -> dict:
     grads = _grads(out, ins, go.to(out.dtype))
     if opts.get("layout") == "seq":  # merging the heads of the output (and of the gradients) is a view
         res["seq_major"] = all(t.transpose(1, 2).is_contiguous() for t in [out, *grads])
+    if opts.get("layout") == "fused":  # dq, dk, dv: views of one buffer laid out as the projection's
+        res["siblings"] = len({g.untyped_storage().data_ptr() for g in grads}) == 1 and [
+            g.storage_offset() for g in grads
+        ] == [t.storage_offset() for t in ins]
     for i, (g, gf, gr) in enumerate(
         zip(
             grads,
@@ -420,6 +431,7 @@ def test_kernel_matches_reference(results: dict, name: str) -> None:
     assert res.get("padded_rows_zero", True)
     assert res["no_grad_equal"]
     assert res.get("seq_major", True)
+    assert res.get("siblings", True)
     dtype = CASES[name][1].get("dtype", "float32")
     for key in [k for k in res if k == "out" or k.startswith("grad")]:  # relative Frobenius errors
         err, torch_err = res[key]

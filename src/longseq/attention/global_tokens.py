@@ -86,6 +86,50 @@ def global_tokens(
     return tokens
 
 
+def _masks(
+    attention_mask: torch.Tensor | None,
+    global_attention_mask: torch.Tensor | None,
+    shape: tuple[int, int],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if attention_mask is None:
+        padding = torch.ones(shape, dtype=torch.bool, device=device)
+    else:
+        padding = attention_mask.bool()
+    glob = None if global_attention_mask is None else global_attention_mask.bool() & padding
+    return padding, glob
+
+
+_MASKS: list[tuple] = []  # (refs of the inputs, their tensor keys, shape, device, (padding, glob))
+
+
+def model_masks(
+    attention_mask: torch.Tensor | None,
+    global_attention_mask: torch.Tensor | None,
+    shape: tuple[int, int],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A model's (padding, glob) bool masks (b, n) from its HF-style inputs (attention_mask: 1 = real
+    token, None = all real; global_attention_mask: 1 = global), as the same tensor objects for the
+    same inputs (identity and version). So `global_tokens`, keyed by those objects, reads the
+    device once per input mask, not once per forward: a repeated or graph-captured step never waits."""
+    if torch.compiler.is_compiling():  # traced: plain tensor code (the compiled graph keeps no cache)
+        return _masks(attention_mask, global_attention_mask, shape, device)
+    inputs = (attention_mask, global_attention_mask)
+    keys = tuple(tensor_key(t) for t in inputs)
+    cacheable = all(t is None or key is not None for t, key in zip(inputs, keys, strict=True))
+    for refs, cached_keys, cached_shape, cached_device, masks in _MASKS:
+        same = all((r() if r else None) is t for r, t in zip(refs, inputs, strict=True))
+        if same and cached_keys == keys and cached_shape == tuple(shape) and cached_device == device:
+            return masks
+    padding, glob = _masks(attention_mask, global_attention_mask, shape, device)
+    if cacheable and not torch.is_inference_mode_enabled():
+        refs = tuple(None if t is None else weakref.ref(t) for t in inputs)
+        _MASKS.insert(0, (refs, keys, tuple(shape), device, (padding, glob)))
+        del _MASKS[8:]
+    return padding, glob
+
+
 def write_rows_(
     out: torch.Tensor, idx: torch.Tensor, used: torch.Tensor, values: torch.Tensor
 ) -> torch.Tensor:

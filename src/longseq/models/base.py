@@ -44,6 +44,8 @@ class LongseqPreTrainedModel(nn.Module):
     #: (HF's decoder bias key, HF's LM bias key): HF saves the decoder's bias under the second name
     #: when embeddings are tied, and both when they are not (the decoder's is then the one used)
     decoder_bias_alias: ClassVar[tuple[str, str] | None] = None
+    # None: a training step may be captured as a CUDA graph (`training.graphs`); else why not
+    cuda_graph_unsafe: ClassVar[str | None] = None
 
     def __init__(self, config: HFConfig) -> None:
         super().__init__()

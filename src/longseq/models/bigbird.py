@@ -28,6 +28,7 @@ from torch import nn
 from ..attention import BlockSparse, Dense, Pattern, attend
 from ..layers.act_linear import act_linear
 from ..layers.activations import activation
+from ..layers.projection import project
 from .base import LongseqPreTrainedModel, finish_output, input_shape
 from .configs import BigBirdConfig
 from .encoder import (
@@ -39,7 +40,6 @@ from .encoder import (
     check_unsupported,
     merge_heads,
     prefixed,
-    project,
     split_heads,
     weight_and_bias,
 )

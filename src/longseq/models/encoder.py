@@ -156,17 +156,6 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden_states[:, 0]))  # (batch, hidden)
 
 
-def project(x: torch.Tensor, *layers: nn.Linear) -> tuple[torch.Tensor, ...]:
-    """x through several Linear layers as one matrix product: one launch, and one copy of x (its
-    autocast cast) kept for backward instead of one per layer. Returns the outputs, split."""
-    weight = torch.cat([layer.weight for layer in layers])  # (sum of out_features, in_features)
-    biases = [layer.bias for layer in layers]
-    bias = None if any(b is None for b in biases) else torch.cat(biases)
-    if bias is None and any(b is not None for b in biases):
-        raise ValueError("project: the layers must all have a bias or none")
-    return torch.nn.functional.linear(x, weight, bias).split([layer.out_features for layer in layers], -1)
-
-
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(batch, seq, heads * d) -> (batch, heads, seq, d)."""
     b, n, _ = x.shape

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..attention import Dense, SlidingWindow, attend
-from ..attention.global_tokens import global_tokens
+from ..attention.global_tokens import global_tokens, model_masks
+from ..layers.projection import project
 from .base import LongseqPreTrainedModel, finish_output, input_shape
 from .configs import LongformerConfig
 from .encoder import (
@@ -25,7 +26,6 @@ from .encoder import (
     check_unsupported,
     merge_heads,
     prefixed,
-    project,
     split_heads,
     weight_and_bias,
 )
@@ -112,9 +112,16 @@ class LongformerSelfAttention(nn.Module):
         return attend(qg, *kv_global, Dense(), padding_mask=padding, dropout=p)  # (b, h, G, d)
 
 
+_GRAPH_UNSAFE = (
+    "its global tokens are read from the masks on the host once per mask, so a replayed graph would "
+    "keep the first batch's global tokens"
+)
+
+
 class LongformerModel(LongseqPreTrainedModel):
     config_class = LongformerConfig
     base_model_prefix = "longformer"
+    cuda_graph_unsafe = _GRAPH_UNSAFE
 
     def __init__(self, config: LongformerConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
@@ -164,12 +171,8 @@ class LongformerModel(LongseqPreTrainedModel):
         check_unsupported(output_attentions, head_mask)
         shape = input_shape(input_ids, inputs_embeds)
         device = input_ids.device if input_ids is not None else inputs_embeds.device  # type: ignore[union-attr]
-        padding = (
-            torch.ones(shape, dtype=torch.bool, device=device)
-            if attention_mask is None
-            else attention_mask.bool()
-        )
-        glob = None if global_attention_mask is None else global_attention_mask.bool() & padding
+        # the same mask tensors for the same inputs: the global tokens are read once per mask
+        padding, glob = model_masks(attention_mask, global_attention_mask, shape, device)
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         x, states = self.encoder(
             x, output_hidden_states=bool(output_hidden_states), padding_mask=padding, global_mask=glob
@@ -184,6 +187,7 @@ class _WithBase(LongseqPreTrainedModel):
     """A Longformer with a head: the base model under `self.longformer`."""
 
     config_class = LongformerConfig
+    cuda_graph_unsafe = _GRAPH_UNSAFE
     base_model_prefix = "longformer"
     pooler = False
 

@@ -17,6 +17,7 @@ from torch import nn
 from ..attention import LSH, LocalChunks, attend
 from ..attention.lsh import hash_buckets
 from ..layers.feed_forward import ChunkedFeedForward
+from ..layers.projection import project
 from .configs import ReformerConfig
 from .encoder import merge_heads, split_heads
 
@@ -149,8 +150,8 @@ class ReformerAttention(nn.Module):
         h = self.norm(x)  # (batch, seq, hidden)
         dropout = self.attn_dropout if self.training else 0.0
         if self.kind == "lsh":
-            qk = split_heads(self.wqk(h), self.heads)  # (batch, heads, seq, head_dim)
-            v = split_heads(self.wv(h), self.heads)
+            # one matrix product for both projections (`project`): (batch, heads, seq, head_dim) each
+            qk, v = (split_heads(t, self.heads) for t in project(h, self.wqk, self.wv))
             pattern = self.lsh_pattern(x.shape[1], num_hashes)
             out = attend(
                 qk,
@@ -163,7 +164,7 @@ class ReformerAttention(nn.Module):
                 backend=self.backend,
             )
         else:
-            q, k, v = (split_heads(w(h), self.heads) for w in (self.wq, self.wk, self.wv))
+            q, k, v = (split_heads(t, self.heads) for t in project(h, self.wq, self.wk, self.wv))
             pattern = LocalChunks(self.chunk, self.before, self.after, self.causal)
             out = attend(
                 q,
@@ -192,7 +193,7 @@ class ReformerAttention(nn.Module):
         if self.kind != "lsh" or seq <= self.chunk:
             return None, None
         pattern = self.lsh_pattern(seq, num_hashes)
-        qk = split_heads(self.wqk(self.norm(x)), self.heads)
+        qk = split_heads(project(self.norm(x), self.wqk, self.wv)[0], self.heads)  # as forward computes it
         real = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         real = real if padding_mask is None else padding_mask.bool()
         devices = [x.device] if x.device.type == "cuda" else []

@@ -43,6 +43,10 @@ class TrainConfig:
     # numerics and memory
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (fp16: CUDA only, with a GradScaler)
     gradient_checkpointing: bool = False  # recompute encoder layers in backward (Reformer: reversible)
+    # capture each batch shape's forward + backward as a CUDA graph and replay it (`graphs.py`): no
+    # host time per step. One process, grad_accum 1, not fp16; models that read device values on the
+    # host (the Longformer's global tokens) and shapes past the first few train eagerly
+    cuda_graphs: bool = False
     # when to evaluate, save, log, in optimizer steps. eval_every 0: only after the last step;
     # save_every 0: never save; otherwise also after the last step
     eval_every: int = 0
@@ -83,6 +87,13 @@ class TrainConfig:
             raise ValueError(f"betas must be in [0, 1), got {self.betas}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.cuda_graphs and self.grad_accum != 1:
+            raise ValueError(
+                f"cuda_graphs replays whole steps and does not accumulate gradients: set grad_accum 1 "
+                f"(got {self.grad_accum}) and a larger batch_size, or turn cuda_graphs off"
+            )
+        if self.cuda_graphs and self.precision == "fp16":
+            raise ValueError("cuda_graphs does not run fp16's GradScaler: use precision 'bf16' or 'fp32'")
         if self.max_eval_batches is not None and self.max_eval_batches < 1:
             raise ValueError(f"max_eval_batches must be >= 1 or None, got {self.max_eval_batches}")
 

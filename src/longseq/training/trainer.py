@@ -30,6 +30,7 @@ from .checkpoint import latest_checkpoint, read_checkpoint, resolve_checkpoint, 
 from .config import TrainConfig
 from .data import StepBatchSampler, count_tokens, eval_batches, sample_lengths
 from .errors import TrainingDivergedError, TrainingOutOfMemoryError, is_oom
+from .graphs import GraphedStep
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
 from .rng import get_rng_state, seed_everything, set_rng_state
@@ -84,6 +85,9 @@ def _labels(batch: dict) -> Any:
     raise ValueError("the eval batch has no labels (nor start_positions / end_positions) for metrics")
 
 
+MAX_GRAPHS = 4  # batch shapes captured (each graph keeps a step's memory); later shapes run eagerly
+
+
 class Trainer:
     """AdamW + warm-up/decay, accumulation, clipping, AMP, eval, atomic checkpoints, exact resume."""
 
@@ -132,6 +136,9 @@ class Trainer:
         self.step = 0
         self.last_checkpoint: Path | None = latest_checkpoint(config.output_dir)
         self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+        self._graphs: dict[tuple, GraphedStep | None] | None = None  # batch signature -> its step
+        if config.cuda_graphs:
+            self._graphs = self._graphs_allowed()
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -143,6 +150,54 @@ class Trainer:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.dist.device.type, dtype=self._amp_dtype)
+
+    def _graphs_allowed(self) -> dict | None:
+        """{} when training steps go through `GraphedStep` (cuda_graphs), else None after saying why."""
+        why = None
+        if self.dist.distributed:
+            why = "it runs in one process only (no gradient all-reduce inside a graph)"
+        elif getattr(self.model, "cuda_graph_unsafe", None):
+            why = f"{type(self.model).__name__} cannot be replayed: {self.model.cuda_graph_unsafe}"
+        if why is not None:
+            warnings.warn(f"cuda_graphs: training eagerly, since {why}", stacklevel=3)
+            return None
+        if self.dist.device.type != "cuda":
+            warnings.warn("cuda_graphs: no CUDA device: the steps run eagerly (same results)", stacklevel=3)
+        return {}
+
+    def _graphed_loss(self, batch: Any) -> torch.Tensor | None:
+        """The micro-step through its batch shape's CUDA graph (captured on first sight): the loss,
+        gradients in .grad. None: this batch runs eagerly (not a dict of tensors, too many shapes,
+        or its capture failed)."""
+        assert self._graphs is not None
+        if not isinstance(batch, dict) or not all(isinstance(t, torch.Tensor) for t in batch.values()):
+            return None
+        names = tuple(sorted(batch))
+        tensors = [batch[k] for k in names]
+        key = (names, *((tuple(t.shape), t.dtype) for t in tensors))
+        if key not in self._graphs:
+            if len(self._graphs) >= MAX_GRAPHS:
+                return None
+            module, amp, kind = self.module, self._amp_dtype, self.dist.device.type
+
+            def loss_fn(*inputs: torch.Tensor) -> torch.Tensor:
+                # as _autocast, but without the weight cache, which does not survive a graph
+                with torch.autocast(kind, dtype=amp, enabled=amp is not None, cache_enabled=False):
+                    out = module(**dict(zip(names, inputs, strict=True)))
+                loss = getattr(out, "loss", None)
+                if loss is None:
+                    raise ValueError("the model returned no loss: the batch must include labels")
+                return loss.float()
+
+            try:
+                self._graphs[key] = GraphedStep(loss_fn, self.model, *tensors)
+            except Exception as e:  # a host read while capturing; a replay unlike the eager step
+                if isinstance(e, ValueError) or is_oom(e):  # the batch's own error, or memory
+                    raise
+                warnings.warn(f"cuda_graphs: batch {key[1:]} runs eagerly, capture failed: {e}", stacklevel=2)
+                self._graphs[key] = None
+        step = self._graphs[key]
+        return None if step is None else step(*tensors)
 
     def _oom(self, error: BaseException, where: str) -> TrainingOutOfMemoryError:
         per_rank = self.config.batch_size // self.dist.world_size
@@ -229,13 +284,15 @@ class Trainer:
                 batch = next(batches)
                 tokens += count_tokens(batch)
                 batch = _to_device(batch, dev)
-                with D.gradient_sync(self.module, m == c.grad_accum - 1):
-                    with self._autocast():
-                        out = self.module(**batch)
-                    loss = getattr(out, "loss", None)
-                    if loss is None:
-                        raise ValueError("the model returned no loss: the batch must include labels")
-                    self.scaler.scale(loss.float() / c.grad_accum).backward()
+                loss = self._graphed_loss(batch) if self._graphs is not None else None
+                if loss is None:
+                    with D.gradient_sync(self.module, m == c.grad_accum - 1):
+                        with self._autocast():
+                            out = self.module(**batch)
+                        loss = getattr(out, "loss", None)
+                        if loss is None:
+                            raise ValueError("the model returned no loss: the batch must include labels")
+                        self.scaler.scale(loss.float() / c.grad_accum).backward()
                 loss_sum += loss.detach().float()
         except Exception as e:
             if is_oom(e):

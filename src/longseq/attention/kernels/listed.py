@@ -202,15 +202,49 @@ def _like(x: torch.Tensor, zero: bool = False) -> torch.Tensor:
     return new_like(x, memory_format=torch.contiguous_format)
 
 
+def _sibling_grads(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, zero_q: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Buffers for dq, dk, dv. When q, k, v are views of one tensor (the heads of one fused
+    projection, `layers/projection.py`), the gradients are views of one new buffer at the same
+    offsets and strides, so that the projection's backward takes that buffer as is (no cat)."""
+    b, h, n, d = q.shape
+    st = q.untyped_storage()
+    sb, sh, sn, sd = q.stride()
+    offs = sorted(x.storage_offset() for x in (q, k, v))
+    siblings = (  # (b, h, n, d) heads of rows of sn elements: each one's columns [o, o + h * d) of a row
+        q.shape == k.shape == v.shape
+        and q.stride() == k.stride() == v.stride()
+        and q.dtype == k.dtype == v.dtype
+        and k.untyped_storage().data_ptr() == st.data_ptr() == v.untyped_storage().data_ptr()
+        and sd == 1
+        and (h == 1 or sh == d)
+        and (b == 1 or sb == n * sn)
+        and offs[0] >= 0
+        and offs[1] - offs[0] >= h * d
+        and offs[2] - offs[1] >= h * d
+        and offs[2] + h * d <= sn
+    )
+    if not siblings:
+        return _like(q, zero=zero_q), _like(k), _like(v)
+    new = torch.zeros if zero_q else torch.empty  # (dq of rows no work item covers stays 0)
+    flat = new(st.nbytes() // q.element_size(), dtype=q.dtype, device=q.device)
+    flat.longseq_grad_buffer = True  # type: ignore[attr-defined]  # the projection may fill its other slots
+    return tuple(flat.as_strided(x.shape, x.stride(), x.storage_offset()) for x in (q, k, v))  # type: ignore[return-value]
+
+
 _I32 = 2**31 - 1  # the kernels compute element offsets in int32
 
 
 def _unit_last(x: torch.Tensor) -> torch.Tensor:
     """x with unit stride on its last dim and every element's offset within int32: a copy when either
     fails (e.g. the heads of a fused projection over a million tokens span more than 2^31 elements)."""
-    span = sum((size - 1) * st for size, st in zip(x.shape, x.stride(), strict=True) if size > 1)
-    if x.stride(-1) == 1 and span <= _I32:
-        return x
+    if x.stride(-1) == 1:
+        if x.untyped_storage().nbytes() <= _I32 * x.element_size():  # (quick: every offset is in it)
+            return x
+        span = sum((size - 1) * st for size, st in zip(x.shape, x.stride(), strict=True) if size > 1)
+        if span <= _I32:
+            return x
     x = x.contiguous()
     if x.numel() > _I32:
         raise ValueError(
@@ -283,11 +317,29 @@ def _merge(parts, part_lse, o, lse, rows: Rows, h: int, nq: int, total: bool) ->
     launch(_flash._merge_kernel, (-(-g // bm), o.shape[0] * h), ptrs, scalars, c)
 
 
+@dataclass(eq=False, slots=True)
+class _Call:
+    """What a call passes besides the tensors that get gradients (one argument of `apply`: each
+    argument costs host time there)."""
+
+    plan: Plan
+    kval: torch.Tensor
+    qval: torch.Tensor | None
+    pos: torch.Tensor | None
+    extra: Extra | None
+    rows: Rows | None
+    scale: float
+    dropout: float
+    seed: torch.Tensor | None
+    place: tuple[torch.Tensor, torch.Tensor] | None
+    kall: bool
+
+
 class _ListedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx, q, k, v, kx, vx, pv, plan, kval, qval, pos, extra, rows, scale, dropout, seed, place, kall
-    ):
+    def forward(ctx, q, k, v, kx, vx, pv, call: _Call):
+        plan, kval, qval, pos, extra, rows = call.plan, call.kval, call.qval, call.pos, call.extra, call.rows
+        scale, dropout, seed, place, kall = call.scale, call.dropout, call.seed, call.place, call.kall
         b, h, nq, d = q.shape
         drop = dropout > 0
         rdrop, thr = kernel_args(dropout)
@@ -354,26 +406,27 @@ class _ListedAttention(torch.autograd.Function):
             _merge(parts, part_lse, o, lse, rows, h, nq, total=False)
         if place is not None:  # the caller's rows, written over the kernel's (their lse stays)
             write_rows_(o, *place, pv)
-        ctx.place = place
-        ctx.plan, ctx.scale, ctx.extra, ctx.rows = plan, scale, extra, rows
-        ctx.dropout, ctx.seed, ctx.kall = dropout, seed, kall
-        ctx.save_for_backward(q, k, v, kx, vx, o, lse, kval, pos)
+        ctx.set_materialize_grads(False)  # an unused lse (or out) gets no zeros, and no dLSE pass
+        ctx.call = call  # (kval, pos: read-only inputs that get no gradient)
+        ctx.save_for_backward(q, k, v, kx, vx, o, lse)
         return o, lse.view(b, h, nq)
 
     @staticmethod
     def backward(ctx, do, dlse):
-        q, k, v, kx, vx, o, lse, kval, pos = ctx.saved_tensors
-        plan, scale, extra, rows = ctx.plan, ctx.scale, ctx.extra, ctx.rows
-        drop = ctx.dropout > 0
-        rdrop, thr = kernel_args(ctx.dropout)
+        q, k, v, kx, vx, o, lse = ctx.saved_tensors
+        call = ctx.call
+        plan, scale, extra, rows = call.plan, call.scale, call.extra, call.rows
+        kval, pos = call.kval, call.pos
+        drop = call.dropout > 0
+        rdrop, thr = kernel_args(call.dropout)
         b, h, nq, d = q.shape
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
         if do is None:
             do = torch.zeros_like(o)
         dpv = None
-        if ctx.place is not None:  # placed rows: their gradient goes to pv, none through the kernels
-            idx, used = ctx.place
+        if call.place is not None:  # placed rows: their gradient goes to pv, none through the kernels
+            idx, used = call.place
             bi = torch.arange(b, device=q.device)[:, None].expand_as(idx)
             rows_do = do.transpose(1, 2)[bi, idx]  # (b, G, h, d)
             keep = used[..., None, None]
@@ -391,7 +444,7 @@ class _ListedAttention(torch.autograd.Function):
         ps = pos if pos is not None else dummy
         dl = dlse if dlse is not None else lse
         has_x = extra is not None
-        dq = _like(q, zero=not plan.covers_all)
+        dq, dk, dv = _sibling_grads(q, k, v, zero_q=not plan.covers_all)
         nx = extra.idx.shape[1] if has_x else 0
         xk = kx if kx is not None else k
         xv = vx if vx is not None else v
@@ -402,9 +455,9 @@ class _ListedAttention(torch.autograd.Function):
         qs, ks, vs, os_, dos = _s4(q), _s4(k), _s4(v), _s4(o), _s4(do)
         bx = small_block(nx, plan.ktiles.block)
         has_dl = dlse is not None
-        sd = ctx.seed if drop else dummy
+        sd = call.seed if drop else dummy
         xskip = has_x and extra.in_window
-        flags = (pos is not None, has_x, False, has_dl, bx, drop, xskip, ctx.kall)
+        flags = (pos is not None, has_x, False, has_dl, bx, drop, xskip, call.kall)
         c = plan.consts(_flash._bwd_dq_kernel, d, q.dtype, *flags)
         launch(
             _flash._bwd_dq_kernel, (_grid(c, plan, nq), b * h),
@@ -434,8 +487,6 @@ class _ListedAttention(torch.autograd.Function):
             _merge(parts, lse, dq, lse, rows, h, nq, total=True)
 
         t_start, t_count, t_list = plan.transposed()
-        dk = _like(k)
-        dv = _like(v)
         on_k = has_x and kx is None
         ridx, rcnt = (rows.idx, rows.cnt) if rows is not None else (dummy, dummy)
         xslot = extra.slot if on_k else dummy
@@ -450,7 +501,7 @@ class _ListedAttention(torch.autograd.Function):
             br,
             drop,
             xskip,
-            ctx.kall,
+            call.kall,
         )
         launch(
             _flash._bwd_dkdv_kernel, (_grid(ck, plan, nk, keys=True), b * h),
@@ -465,7 +516,7 @@ class _ListedAttention(torch.autograd.Function):
         )  # fmt: skip
         gkx = dkx.to(kx.dtype) if kx is not None else None
         gvx = dvx.to(vx.dtype) if vx is not None else None
-        return dq, dk, dv, gkx, gvx, dpv, *([None] * 11)
+        return dq, dk, dv, gkx, gvx, dpv, None
 
 
 def listed_attention(
@@ -510,16 +561,19 @@ def listed_attention(
     where = None if place is None else place[:2]
     if scale < 0:  # the kernels scale inside their max (qk_scale > 0): the sign moves into q
         q, scale = -q, -scale
-    args = (q, k, v, kx, vx, pv, plan, kval, qval, pos, extra, rows, scale, dropout, seed, where, all_keys)
+    call = _Call(plan, kval, qval, pos, extra, rows, scale, dropout, seed, where, all_keys)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kx, vx, pv)):
-        return _ListedAttention.apply(*args)
-    return _ListedAttention.forward(_NoGrad(), *args)  # inference: no autograd node (its host cost)
+        return _ListedAttention.apply(q, k, v, kx, vx, pv, call)
+    return _ListedAttention.forward(_NoGrad(), q, k, v, kx, vx, pv, call)  # inference: no autograd node
 
 
 class _NoGrad:
     """Stands for the autograd context when nothing needs a gradient."""
 
     def save_for_backward(self, *tensors: torch.Tensor | None) -> None:
+        pass
+
+    def set_materialize_grads(self, value: bool) -> None:
         pass
 
 
