@@ -202,37 +202,6 @@ def _like(x: torch.Tensor, zero: bool = False) -> torch.Tensor:
     return new_like(x, memory_format=torch.contiguous_format)
 
 
-def _sibling_grads(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, zero_q: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Buffers for dq, dk, dv. When q, k, v are views of one tensor (the heads of one fused
-    projection, `layers/projection.py`), the gradients are views of one new buffer at the same
-    offsets and strides, so that the projection's backward takes that buffer as is (no cat)."""
-    b, h, n, d = q.shape
-    st = q.untyped_storage()
-    sb, sh, sn, sd = q.stride()
-    offs = sorted(x.storage_offset() for x in (q, k, v))
-    siblings = (  # (b, h, n, d) heads of rows of sn elements: each one's columns [o, o + h * d) of a row
-        q.shape == k.shape == v.shape
-        and q.stride() == k.stride() == v.stride()
-        and q.dtype == k.dtype == v.dtype
-        and k.untyped_storage().data_ptr() == st.data_ptr() == v.untyped_storage().data_ptr()
-        and sd == 1
-        and (h == 1 or sh == d)
-        and (b == 1 or sb == n * sn)
-        and offs[0] >= 0
-        and offs[1] - offs[0] >= h * d
-        and offs[2] - offs[1] >= h * d
-        and offs[2] + h * d <= sn
-    )
-    if not siblings:
-        return _like(q, zero=zero_q), _like(k), _like(v)
-    new = torch.zeros if zero_q else torch.empty  # (dq of rows no work item covers stays 0)
-    flat = new(st.nbytes() // q.element_size(), dtype=q.dtype, device=q.device)
-    flat.longseq_grad_buffer = True  # type: ignore[attr-defined]  # the projection may fill its other slots
-    return tuple(flat.as_strided(x.shape, x.stride(), x.storage_offset()) for x in (q, k, v))  # type: ignore[return-value]
-
-
 _I32 = 2**31 - 1  # the kernels compute element offsets in int32
 
 
@@ -444,7 +413,7 @@ class _ListedAttention(torch.autograd.Function):
         ps = pos if pos is not None else dummy
         dl = dlse if dlse is not None else lse
         has_x = extra is not None
-        dq, dk, dv = _sibling_grads(q, k, v, zero_q=not plan.covers_all)
+        dq = _like(q, zero=not plan.covers_all)
         nx = extra.idx.shape[1] if has_x else 0
         xk = kx if kx is not None else k
         xv = vx if vx is not None else v
@@ -487,6 +456,8 @@ class _ListedAttention(torch.autograd.Function):
             _merge(parts, lse, dq, lse, rows, h, nq, total=True)
 
         t_start, t_count, t_list = plan.transposed()
+        dk = _like(k)
+        dv = _like(v)
         on_k = has_x and kx is None
         ridx, rcnt = (rows.idx, rows.cnt) if rows is not None else (dummy, dummy)
         xslot = extra.slot if on_k else dummy
