@@ -19,6 +19,7 @@ against HF's eager step, and says so.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -173,13 +174,21 @@ def bench(family: str, n: int) -> None:
             train_step(model, ids, kw)
 
         record(name, n, "train_bf16", step)
-        if GRAPHS:
-            graphed(name, model, n, ids, kw)
         if PROFILE and name.startswith("longseq_"):
             profile_step(name, n, step)
         model.zero_grad(set_to_none=True)
         model.to("cpu")
         del model
+    # the captures last: a failed one (HF's models) may leave memory behind, which would count in the
+    # peaks of the models measured after it
+    for name, model in models.items() if GRAPHS else ():
+        model.to(DEV)
+        model.train()
+        graphed(name, model, n, ids, kw)
+        model.zero_grad(set_to_none=True)
+        model.to("cpu")
+        gc.collect()
+        torch.cuda.empty_cache()
     del models, hf
     torch.cuda.empty_cache()
 

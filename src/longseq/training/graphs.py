@@ -116,9 +116,15 @@ class GraphedStep:
         for p in self.params:
             p.grad = None
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            loss = self._check_loss(self.loss_fn(*self.static))
-            loss.backward()
+        try:
+            with torch.cuda.graph(self.graph):
+                loss = self._check_loss(self.loss_fn(*self.static))
+                loss.backward()
+        except BaseException:  # not capturable (a host read, a host-to-device copy, ...)
+            for p, g in zip(self.params, saved, strict=True):
+                p.grad = g  # the caller's gradients as they were
+            del self.graph
+            raise
         self.loss = loss.detach()
         self.grads = [p.grad for p in self.params]  # the graph's buffers (None: not reached)
         for p, g in zip(self.params, saved, strict=True):
