@@ -67,6 +67,18 @@ def test_train_then_evaluate_and_resume(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 9
 
 
+def test_train_with_cuda_graphs_flag(tmp_path, capsys) -> None:
+    """--cuda-graphs reaches the trainer (on this CPU the steps run eagerly, and it says so); with
+    --grad-accum it is refused with the reason."""
+    out = tmp_path / "graphs"
+    with pytest.warns(UserWarning, match="cuda_graphs: no CUDA device"):
+        assert main(["train", "--family", "bigbird", *TINY, "--cuda-graphs", "--output", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 6
+    argv = ["train", "--family", "bigbird", *TINY, "--cuda-graphs", "--grad-accum", "2"]
+    assert main([*argv, "--output", str(tmp_path / "accum")]) != 0
+    assert "set grad_accum 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
