@@ -76,3 +76,25 @@ def test_model_masks_are_the_same_tensors_for_the_same_inputs(monkeypatch) -> No
     gam[1, 2] = 1  # changed in place: read again, and the new global token changes the output
     third = model(input_ids=ids, attention_mask=mask, global_attention_mask=gam).last_hidden_state
     assert len(reads) == 2 and not torch.allclose(third[1], second[1])
+
+
+def test_longformer_masks_under_torch_compile() -> None:
+    """Traced by torch.compile, model_masks is plain tensor code (no cache): the same outputs."""
+    from longseq.models.configs import LongformerConfig
+    from longseq.models.longformer import LongformerModel
+
+    torch.manual_seed(0)
+    cfg = LongformerConfig(
+        vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20,
+        attention_window=[4], max_position_embeddings=40,
+    )  # fmt: skip
+    model = LongformerModel(cfg).eval()
+    ids = torch.randint(3, 30, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    gam = torch.zeros(2, 12, dtype=torch.long)
+    gam[:, 0] = 1
+    want = model(input_ids=ids, attention_mask=mask, global_attention_mask=gam).last_hidden_state
+    compiled = torch.compile(model, backend="aot_eager")
+    got = compiled(input_ids=ids, attention_mask=mask, global_attention_mask=gam).last_hidden_state
+    assert torch.allclose(got, want, atol=1e-6)
