@@ -85,6 +85,13 @@ def _labels(batch: dict) -> Any:
     raise ValueError("the eval batch has no labels (nor start_positions / end_positions) for metrics")
 
 
+def _loss_of(out: Any) -> torch.Tensor:
+    loss = getattr(out, "loss", None)
+    if loss is None:
+        raise ValueError("the model returned no loss: the batch must include labels")
+    return loss
+
+
 MAX_GRAPHS = 4  # batch shapes captured (each graph keeps a step's memory); later shapes run eagerly
 
 
@@ -146,10 +153,11 @@ class Trainer:
     def output_dir(self) -> Path:
         return Path(self.config.output_dir)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
+        """The precision's autocast; cache=False: without its weight cache (which a graph cannot keep)."""
         if self._amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.dist.device.type, dtype=self._amp_dtype)
+        return torch.autocast(self.dist.device.type, dtype=self._amp_dtype, cache_enabled=cache)
 
     def _graphs_allowed(self) -> dict | None:
         """{} when training steps go through `GraphedStep` (cuda_graphs), else None after saying why."""
@@ -178,16 +186,11 @@ class Trainer:
         if key not in self._graphs:
             if len(self._graphs) >= MAX_GRAPHS:
                 return None
-            module, amp, kind = self.module, self._amp_dtype, self.dist.device.type
 
             def loss_fn(*inputs: torch.Tensor) -> torch.Tensor:
-                # as _autocast, but without the weight cache, which does not survive a graph
-                with torch.autocast(kind, dtype=amp, enabled=amp is not None, cache_enabled=False):
-                    out = module(**dict(zip(names, inputs, strict=True)))
-                loss = getattr(out, "loss", None)
-                if loss is None:
-                    raise ValueError("the model returned no loss: the batch must include labels")
-                return loss.float()
+                with self._autocast(cache=False):
+                    out = self.module(**dict(zip(names, inputs, strict=True)))
+                return _loss_of(out).float()
 
             try:
                 self._graphs[key] = GraphedStep(loss_fn, self.model, *tensors)
@@ -289,9 +292,7 @@ class Trainer:
                     with D.gradient_sync(self.module, m == c.grad_accum - 1):
                         with self._autocast():
                             out = self.module(**batch)
-                        loss = getattr(out, "loss", None)
-                        if loss is None:
-                            raise ValueError("the model returned no loss: the batch must include labels")
+                        loss = _loss_of(out)
                         self.scaler.scale(loss.float() / c.grad_accum).backward()
                 loss_sum += loss.detach().float()
         except Exception as e:
