@@ -334,22 +334,107 @@ def _check_placed(name: str) -> dict:
     return res
 
 
+# q, k, v from `project` (views of one marked tensor): the kernels take the projection's output as
+# one input and write its gradient in one buffer. Gradients of x and of the layers against the fp32
+# reference through the same layers. "kv": k and v projected together, q apart (Longformer's global
+# rows); "fp16": the kernels in half precision, against twice the error of the torch backend's
+PROJECTED: dict[str, tuple] = {
+    "projected_window_global": (SlidingWindow(8), {"n": 100, "glob": True}),
+    "projected_window_band_nopad": (SlidingWindow(300), {"n": 333, "h": 1, "glob": True, "pad": "absent"}),
+    "projected_local_padded": (LocalChunks(20, 1, 1), {"n": 90, "pad": "some"}),
+    "projected_block_sparse_fp16": (BlockSparse(16, 1, seed=3), {"n": 123, "dtype": "float16"}),
+    "projected_kv_few_rows": (None, {"n": 1100, "rows": 3}),
+}
+
+
+def _check_projected(name: str) -> dict:
+    from torch import nn
+
+    from longseq.attention import Dense
+    from longseq.layers.projection import project
+
+    pattern, opts = PROJECTED[name]
+    n, h, d, b = opts["n"], opts.get("h", 2), 16, 2
+    dt = getattr(torch, opts.get("dtype", "float32"))
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    layers = [nn.Linear(h * d, h * d) for _ in range(4)]
+    x = torch.randn(b, n, h * d, generator=gen)
+    lengths = {"some": [n - 7, n - 1], "absent": None}[opts.get("pad", "some")]
+    padding = None if lengths is None else torch.arange(n)[None] < torch.tensor(lengths)[:, None]
+    glob = None
+    if opts.get("glob"):
+        glob = torch.zeros(b, n, dtype=torch.bool)
+        glob[:, [0, n // 3]] = True
+    rows = opts.get("rows")
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.view(b, -1, h, d).transpose(1, 2)
+
+    def run(backend: str, dtype: torch.dtype):
+        xs = x.to(dtype).requires_grad_(True)
+        mods = [nn.Linear(h * d, h * d).to(dtype) for _ in layers]
+        for m, ref in zip(mods, layers, strict=True):
+            m.load_state_dict({k: t.to(dtype) for k, t in ref.state_dict().items()})
+        if rows:  # a few query rows of their own over keys and values projected together
+            q = heads(mods[0](xs[:, :rows]))
+            k, v = (heads(t) for t in project(xs, mods[1], mods[2]))
+            out = attend(q, k, v, Dense(), padding_mask=padding, backend=backend)
+        else:
+            q, k, v = (heads(t) for t in project(xs, *mods[:3]))
+            out = attend(q, k, v, pattern, padding_mask=padding, global_mask=glob, backend=backend)
+        # the kernels' node takes the projection's output itself (its first input edge)
+        edges = out.grad_fn.next_functions if out.grad_fn is not None else ()
+        slot = 1 if rows else 0
+        taken = len(edges) > slot and edges[slot][0] is k._base.grad_fn
+        # (the key bias has no gradient in exact arithmetic: softmax ignores a constant per row)
+        params = [t for m in mods[:3] for t in m.parameters() if t is not mods[1].bias]
+        return out, [xs, *params], taken
+
+    import longseq.attention as A
+
+    saved, A._gpu_available = A._gpu_available, lambda q: True
+    try:
+        out, ins, taken = run("gpu", dt)
+    finally:
+        A._gpu_available = saved
+    go = torch.randn(out.shape, generator=gen)
+    got = [out, *_grads(out, ins, go.to(out.dtype))]
+    fast_out, fast_ins, _ = run("torch", dt)
+    fast = [fast_out, *_grads(fast_out, fast_ins, go.to(dt))]
+    ref_out, ref_ins, _ = run("reference", torch.float32)
+    want = [ref_out, *_grads(ref_out, ref_ins, go)]
+    res = {"taken": taken, "nan": any(bool(t.isnan().any()) for t in got)}
+    for i, (a, f, w) in enumerate(zip(got, fast, want, strict=True)):
+        res[f"t{i}"] = [_rel(a, w), _rel(f, w)]
+    return res
+
+
+# few query rows over many keys: (batch, heads, rows, keys, head_dim, real keys per batch row).
+# "few_rows_segments": 24 key tiles of 64 keys, over two key segments merged by LSE (head_dim 64)
+FEW_ROWS: dict[str, tuple] = {
+    "few_rows": (2, 2, 5, 150, 16, [141, 0]),
+    "few_rows_segments": (2, 2, 3, 1500, 64, [1401, 0]),
+}
+
+
 def _check_few_rows(name: str) -> dict:
     """Dense attention of a few rows over many keys through the kernels (Longformer's global rows),
     against the fp32 reference and the torch backend; one batch row has no real key."""
     from longseq.attention import Dense
     from longseq.attention.kernels.patterns_gpu import few_rows_gpu
 
+    b, h, g, nk, d, lengths = FEW_ROWS[name]
     gen = torch.Generator().manual_seed(4)
-    q = torch.randn(2, 2, 5, 16, generator=gen).requires_grad_(True)
-    k, v = (torch.randn(2, 2, 150, 16, generator=gen).requires_grad_(True) for _ in range(2))
-    padding = torch.arange(150)[None] < torch.tensor([141, 0])[:, None]
-    go = torch.randn(2, 2, 5, 16, generator=gen)
+    q = torch.randn(b, h, g, d, generator=gen).requires_grad_(True)
+    k, v = (torch.randn(b, h, nk, d, generator=gen).requires_grad_(True) for _ in range(2))
+    padding = torch.arange(nk)[None] < torch.tensor(lengths)[:, None]
+    go = torch.randn(b, h, g, d, generator=gen)
     res = {}
     ref = attend(q, k, v, Dense(), padding_mask=padding, backend="reference")
     ref_grads = _grads(ref, [q, k, v], go)
     for label, out in (
-        ("kernels", few_rows_gpu(q, k, v, padding, 0.25)),
+        ("kernels", few_rows_gpu(q, k, v, padding, d**-0.5)),
         ("torch", attend(q, k, v, Dense(), padding_mask=padding, backend="torch")),
     ):
         res[label] = [_rel(out, ref)] + [
@@ -468,8 +553,20 @@ def test_placed_rows_match_the_torch_backend(results: dict, name: str) -> None:
         assert res[key] <= 1e-5, (key, res[key])
 
 
-def test_few_rows_over_many_keys(results: dict) -> None:
-    res = results["few_rows"]
+@pytest.mark.parametrize("name", sorted(PROJECTED))
+def test_projected_heads_take_the_gradient_in_one_buffer(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    assert res["taken"] and not res["nan"]
+    fp32 = PROJECTED[name][1].get("dtype", "float32") == "float32"
+    for key in [k for k in res if k.startswith("t") and k != "taken"]:  # output, d(x), d(layers)
+        err, torch_err = res[key]
+        assert err <= (1e-5 if fp32 else 2 * torch_err + 1e-4), (key, err, torch_err)
+
+
+@pytest.mark.parametrize("name", sorted(FEW_ROWS))
+def test_few_rows_over_many_keys(results: dict, name: str) -> None:
+    res = results[name]
     assert "error" not in res, res.get("error")
     for label in ("kernels", "torch"):
         assert res[f"{label}_empty_row_zero"], label
@@ -537,7 +634,8 @@ if __name__ == "__main__":
     checks |= {name: _check_drop_permuted for name in DROP_PERMUTED}
     checks |= {name: _check_placed for name in PLACED}
     checks |= {name: _check_band_vs_list for name in BAND_VS_LIST}
-    checks["few_rows"] = _check_few_rows
+    checks |= {name: _check_few_rows for name in FEW_ROWS}
+    checks |= {name: _check_projected for name in PROJECTED}
     for i, case in enumerate(sorted(checks)):
         if i % 2 == part:
             try:

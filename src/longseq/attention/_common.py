@@ -134,3 +134,49 @@ def real_keys(padding: torch.Tensor | None, batch: int, seq: int, device: torch.
     if padding is None:
         return torch.ones(batch, seq, dtype=torch.bool, device=device)
     return padding
+
+
+# ---------------------------------------------------------------------------------------------------
+# heads of one fused projection
+
+FUSED = "_longseq_fused"  # set on the output of `layers.projection.project`
+
+
+def mark_fused(x: torch.Tensor) -> torch.Tensor:
+    """Mark x (a projection's output, (..., n, blocks * heads * head_dim)) as one whose column blocks
+    the gpu kernels may take as one input: the gradient of its heads is then written into one
+    buffer, not into one per block and then concatenated. Only for tensors made for this (`project`):
+    it changes which tensors the autograd graph passes through (its heads are views nobody else
+    differentiates by). Not under torch.compile, where the views are traced."""
+    if not torch.compiler.is_compiling():  # on the tensor views of x name as their base
+        setattr(x if x._base is None else x._base, FUSED, True)
+    return x
+
+
+def fused_base(
+    ts: tuple[torch.Tensor, ...],
+) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]] | None:
+    """(base, slots, offsets) when the (b, h, n, d) tensors ts[i] for i in `slots` (two or more) are
+    the heads of the column blocks of one `mark_fused` tensor base (b, n, len(slots) * h * d) in
+    memory (any shape: a linear layer's output is a view of its matrix product), which they cover
+    exactly; offsets: their storage offsets from base's. Else None."""
+    base, slots = None, []
+    for i, t in enumerate(ts):
+        tb = t._base
+        if tb is not None and getattr(tb, FUSED, False) and (base is None or tb is base):
+            base = tb
+            slots.append(i)
+    if base is None or len(slots) < 2 or not base.requires_grad or not base.is_contiguous():
+        return None
+    b, h, n, d = ts[slots[0]].shape
+    c = h * d
+    width = len(slots) * c
+    if base.numel() != b * n * width or base.shape[-1] != width:
+        return None
+    want = (n * width, d, width, 1)
+    offs = tuple(ts[i].storage_offset() - base.storage_offset() for i in slots)
+    if any(tuple(ts[i].shape) != (b, h, n, d) or ts[i].stride() != want for i in slots):
+        return None
+    if sorted(offs) != [j * c for j in range(len(slots))]:
+        return None
+    return base, tuple(slots), offs

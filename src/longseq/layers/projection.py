@@ -5,16 +5,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["project"]
+from ..attention._common import mark_fused
+
+__all__ = ["autocast_input", "project"]
 
 
 def project(x: torch.Tensor, *layers: nn.Linear) -> tuple[torch.Tensor, ...]:
     """x through several Linear layers as one matrix product: one launch, and one copy of x (its
     autocast cast) kept for backward instead of one per layer. Returns the outputs, (..., out_i)
-    each, views of one (..., sum out_i) tensor."""
+    each, views of one (..., sum out_i) tensor, marked for the gpu kernels (`mark_fused`): when
+    the heads of all its outputs go into one attention call, their gradient comes back as one
+    tensor, with no concatenation."""
     weight = torch.cat([layer.weight for layer in layers])  # (sum of out_features, in_features)
     biases = [layer.bias for layer in layers]
     bias = None if any(b is None for b in biases) else torch.cat(biases)
     if bias is None and any(b is not None for b in biases):
         raise ValueError("project: the layers must all have a bias or none")
-    return torch.nn.functional.linear(x, weight, bias).split([layer.out_features for layer in layers], -1)
+    out = mark_fused(torch.nn.functional.linear(x, weight, bias))
+    return out.split([layer.out_features for layer in layers], -1)
+
+
+def autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """x in autocast's dtype when autocast is on for its device and x is float32 (else x): cast once
+    for several `project` calls over x, which then keep one copy of it for backward, not one each."""
+    kind = x.device.type
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(kind):
+        return x.to(torch.get_autocast_dtype(kind))
+    return x

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..attention import Dense, SlidingWindow, attend
 from ..attention.global_tokens import global_tokens, model_masks
-from ..layers.projection import project
+from ..layers.projection import autocast_input, project
 from .base import LongseqPreTrainedModel, finish_output, input_shape
 from .configs import LongformerConfig
 from .encoder import (
@@ -75,11 +75,13 @@ class LongformerSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor, global_mask: Tensor | None) -> Tensor:
         h = self.heads
-        # one matrix product for every projection of x: one bf16 copy of x kept for backward
-        layers = [self.query, self.key, self.value]
+        # q, k, v in one matrix product (the kernels take their gradient as one tensor), the global
+        # keys and values in another, over one autocast copy of x (kept once for backward)
+        x = autocast_input(x)
+        q, k, v = (split_heads(t, h) for t in project(x, self.query, self.key, self.value))  # (b, h, n, d)
+        kv_global = []
         if global_mask is not None:
-            layers += [self.key_global, self.value_global]
-        q, k, v, *kv_global = (split_heads(t, h) for t in project(x, *layers))  # (b, h, n, d) each
+            kv_global = [split_heads(t, h) for t in project(x, self.key_global, self.value_global)]
         p = self.dropout if self.training else 0.0
         rows_out = None
         if global_mask is not None:

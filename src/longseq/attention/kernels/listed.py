@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from .._common import fused_base
 from ..global_tokens import write_rows_
 from . import _flash
 from .dropout import kernel_args, new_seed
@@ -302,11 +303,26 @@ class _Call:
     seed: torch.Tensor | None
     place: tuple[torch.Tensor, torch.Tensor] | None
     kall: bool
+    fused: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+    # (slots, offsets, shape, stride): inputs slots of (q, k, v) are views of one tensor, passed
+    # in their first slot (`fused_base`), whose gradient is written in one buffer
+
+
+def _views(base: torch.Tensor, fused: tuple, args: list) -> list:
+    """args (q, k, v) with the views of base in the fused slots."""
+    slots, offs, shape, stride = fused
+    out = list(args)
+    for i, off in zip(slots, offs, strict=True):
+        out[i] = base.as_strided(shape, stride, base.storage_offset() + off)
+    return out
 
 
 class _ListedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, kx, vx, pv, call: _Call):
+        saved = [q, k, v]
+        if call.fused is not None:  # q, k, v (some of them) as views of the tensor in the first slot
+            q, k, v = _views(saved[call.fused[0][0]], call.fused, saved)
         plan, kval, qval, pos, extra, rows = call.plan, call.kval, call.qval, call.pos, call.extra, call.rows
         scale, dropout, seed, place, kall = call.scale, call.dropout, call.seed, call.place, call.kall
         b, h, nq, d = q.shape
@@ -377,13 +393,20 @@ class _ListedAttention(torch.autograd.Function):
             write_rows_(o, *place, pv)
         ctx.set_materialize_grads(False)  # an unused lse (or out) gets no zeros, and no dLSE pass
         ctx.call = call  # (kval, pos: read-only inputs that get no gradient)
-        ctx.save_for_backward(q, k, v, kx, vx, o, lse)
+        ctx.save_for_backward(*saved, kx, vx, o, lse)  # (fused: the base once, in its first slot)
         return o, lse.view(b, h, nq)
 
     @staticmethod
     def backward(ctx, do, dlse):
         q, k, v, kx, vx, o, lse = ctx.saved_tensors
         call = ctx.call
+        dbase = None
+        if call.fused is not None:
+            base = (q, k, v)[call.fused[0][0]]
+            q, k, v = _views(base, call.fused, [q, k, v])
+            # one buffer for the fused inputs' gradients (dQ is zeroed where the plan may leave rows)
+            zero = not call.plan.covers_all and 0 in call.fused[0]
+            dbase = torch.zeros_like(base) if zero else torch.empty_like(base)
         plan, scale, extra, rows = call.plan, call.scale, call.extra, call.rows
         kval, pos = call.kval, call.pos
         drop = call.dropout > 0
@@ -413,7 +436,8 @@ class _ListedAttention(torch.autograd.Function):
         ps = pos if pos is not None else dummy
         dl = dlse if dlse is not None else lse
         has_x = extra is not None
-        dq = _like(q, zero=not plan.covers_all)
+        grads = [None, None, None] if dbase is None else _views(dbase, call.fused, [None, None, None])
+        dq = grads[0] if grads[0] is not None else _like(q, zero=not plan.covers_all)
         nx = extra.idx.shape[1] if has_x else 0
         xk = kx if kx is not None else k
         xv = vx if vx is not None else v
@@ -456,8 +480,8 @@ class _ListedAttention(torch.autograd.Function):
             _merge(parts, lse, dq, lse, rows, h, nq, total=True)
 
         t_start, t_count, t_list = plan.transposed()
-        dk = _like(k)
-        dv = _like(v)
+        dk = grads[1] if grads[1] is not None else _like(k)
+        dv = grads[2] if grads[2] is not None else _like(v)
         on_k = has_x and kx is None
         ridx, rcnt = (rows.idx, rows.cnt) if rows is not None else (dummy, dummy)
         xslot = extra.slot if on_k else dummy
@@ -487,6 +511,12 @@ class _ListedAttention(torch.autograd.Function):
         )  # fmt: skip
         gkx = dkx.to(kx.dtype) if kx is not None else None
         gvx = dvx.to(vx.dtype) if vx is not None else None
+        if dbase is not None:  # the base's gradient in its slot, none in the others
+            out = [dq, dk, dv]
+            for i in call.fused[0]:
+                out[i] = None
+            out[call.fused[0][0]] = dbase
+            return *out, gkx, gvx, dpv, None
         return dq, dk, dv, gkx, gvx, dpv, None
 
 
@@ -534,7 +564,16 @@ def listed_attention(
         q, scale = -q, -scale
     call = _Call(plan, kval, qval, pos, extra, rows, scale, dropout, seed, where, all_keys)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kx, vx, pv)):
-        return _ListedAttention.apply(q, k, v, kx, vx, pv, call)
+        args = [q, k, v]
+        found = fused_base((q, k, v)) if k is not q else None
+        if found is not None:  # heads of one projection: its gradient in one buffer, no concatenation
+            base, slots, offs = found
+            first = (q, k, v)[slots[0]]
+            call.fused = (slots, offs, tuple(first.shape), first.stride())
+            args[slots[0]] = base
+            for i in slots[1:]:
+                args[i] = None
+        return _ListedAttention.apply(*args, kx, vx, pv, call)
     return _ListedAttention.forward(_NoGrad(), q, k, v, kx, vx, pv, call)  # inference: no autograd node
 
 
