@@ -9,6 +9,7 @@ replayed (triton.testing.do_bench_cudagraph; "not capturable" where a peer reads
 the host). Prints a table last; writes JSON to $OUT/attention.json.
 
     PYTHONPATH=src python benchmarks/attention.py [--quick] [--check-only | --timing-only | --profile]
+        [--only window,bigbird,reformer,million]
 """
 
 from __future__ import annotations
@@ -302,13 +303,18 @@ def time_million() -> None:
         time_pair("longseq gpu", "window512", n, lambda: (attend(q, k, v, window, backend="gpu"), []), True)
 
 
-def timing(quick: bool) -> None:
-    for n in (16384,) if quick else (16384, 65536):
-        time_window(n)
-    for n in (4096, 16384) if quick else (4096, 16384, 65536):
-        time_bigbird(n)
-    reformer(16384)
-    time_million()
+def timing(quick: bool, only: set[str] | None = None) -> None:
+    """only: a subset of {window, bigbird, reformer, million} (--only a,b); all by default."""
+    if only is None or "window" in only:
+        for n in (16384,) if quick else (16384, 65536):
+            time_window(n)
+    if only is None or "bigbird" in only:
+        for n in (4096, 16384) if quick else (4096, 16384, 65536):
+            time_bigbird(n)
+    if only is None or "reformer" in only:
+        reformer(16384)
+    if only is None or "million" in only:
+        time_million()
 
 
 def reformer_cases(n: int) -> list[tuple[str, str, object]]:
@@ -463,8 +469,11 @@ def main() -> None:
     if "--timing-only" not in sys.argv:  # the checks take about 4 minutes on an H200
         correctness()
         print(f"correctness done in {time.time() - t0:.0f} s", flush=True)
+    only = None
+    if "--only" in sys.argv:
+        only = set(sys.argv[sys.argv.index("--only") + 1].split(","))
     if "--check-only" not in sys.argv:
-        timing(quick)
+        timing(quick, only)
     out = os.environ.get("OUT", "/tmp")
     with open(os.path.join(out, "attention.json"), "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "checks": CHECKS, "rows": ROWS}, f, indent=1)
