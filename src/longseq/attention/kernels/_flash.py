@@ -377,21 +377,24 @@ def _merge_kernel(
         for s in range(NSEG):
             r = base + (g * NSEG + s) * BLOCK_M + tl.arange(0, BLOCK_M)
             acc += tl.load(P + r[:, None] * D + offs_d[None, :], mask, 0.0)
-    else:
+    else:  # by LSE, in one pass: a running maximum, each partial loaded once
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        for s in range(NSEG):
-            r = base + (g * NSEG + s) * BLOCK_M + tl.arange(0, BLOCK_M)
-            m = tl.maximum(m, tl.load(PL + r, ok, float("-inf")))
-        m_safe = tl.where(m == float("-inf"), 0.0, m)
         tot = tl.zeros([BLOCK_M], tl.float32)
         for s in range(NSEG):
             r = base + (g * NSEG + s) * BLOCK_M + tl.arange(0, BLOCK_M)
-            wgt = tl.exp(tl.load(PL + r, ok, float("-inf")) - m_safe)
-            tot += wgt
-            acc += wgt[:, None] * tl.load(P + r[:, None] * D + offs_d[None, :], mask, 0.0)
+            pl = tl.load(PL + r, ok, float("-inf"))
+            part = tl.load(P + r[:, None] * D + offs_d[None, :], mask, 0.0)
+            m_new = tl.maximum(m, pl)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp(m - m_safe)
+            wgt = tl.exp(pl - m_safe)
+            tot = tot * alpha + wgt
+            acc = acc * alpha[:, None] + wgt[:, None] * part
+            m = m_new
         seen = tot > 0
         t_safe = tl.where(seen, tot, 1.0)
         acc = tl.where(seen[:, None], acc / t_safe[:, None], 0.0)
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
         lse = tl.where(seen, m_safe + tl.log(t_safe), float("-inf"))
         tl.store(LSE + z * NQ + qidx, lse, ok)
     tl.store(O + b * sob + h * soh + qidx[:, None] * son + offs_d[None, :], acc.to(O.dtype.element_ty), mask)

@@ -279,7 +279,7 @@ def _merge(parts, part_lse, o, lse, rows: Rows, h: int, nq: int, total: bool) ->
     if c is None:
         kw = dict(D=d, BLOCK_D=max(16, _pow2(d)), BLOCK_M=bm, SUM=total)
         if not _INTERPRET:
-            kw.update(num_warps=4, num_stages=1)
+            kw.update(num_warps=4, num_stages=3)
         c = _MERGE[key] = Consts(_flash._merge_kernel, kw)
     g = rows.idx.shape[1]
     ptrs = (parts, part_lse, o, lse, rows.idx, rows.cnt)
