@@ -482,6 +482,48 @@ def _check_band_vs_list(name: str) -> dict:
     return res
 
 
+# `Rows` (global queries, BigBird's global blocks) in the main launches (listed.ALONG: their programs
+# first in the grid, the main plan's skipping rows it lists too) against launches of their own, with
+# dropout in the kernels (without, the cases above compare the main launches with the reference):
+# the same results, and the main launches took them
+ALONG_VS_APART: dict[str, tuple] = {
+    "along_window_global_padded": (SlidingWindow(8), {"n": 100, "glob": True}),
+    "along_window_band_global": (SlidingWindow(300), {"n": 333, "h": 1, "glob": 9, "pad": "absent"}),
+    "along_block_sparse": (BlockSparse(16, 1, seed=3), {"n": 123, "h": 1, "pad": "some"}),
+}
+
+
+def _check_along_vs_apart(name: str) -> dict:
+    from longseq.attention.kernels import listed
+
+    pattern, opts = ALONG_VS_APART[name]
+    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    ins = [t.requires_grad_(True) for t in (q, k, v)]
+    go = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    taken: list[bool] = []
+    original = listed._Along.of
+
+    def spy(*args, **kwargs):
+        got = original(*args, **kwargs)
+        taken.append(got.on)
+        return got
+
+    runs = {}
+    listed._Along.of = spy
+    try:
+        for label, along in (("apart", False), ("along", True)):
+            listed.ALONG[0] = along
+            out = _gpu(pattern, q, k, v, padding, global_mask, 0.2, seed=5)
+            runs[label] = [out, *_grads(out, ins, go)]
+    finally:
+        listed.ALONG[0] = True
+        listed._Along.of = staticmethod(original)
+    return {
+        "taken": taken,
+        "diff": max(_rel(a, b) for a, b in zip(runs["along"], runs["apart"], strict=True)),
+    }
+
+
 def _run_half(part: int) -> dict:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
@@ -580,6 +622,17 @@ def test_band_walk_equals_the_listed_walk(results: dict, name: str) -> None:
     assert res["band"] <= 1e-6 and res["band_tiles"] <= 1e-6, res
 
 
+@pytest.mark.parametrize("name", sorted(ALONG_VS_APART))
+def test_rows_in_the_main_launches_equal_their_own_launches(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    # apart: both passes (forward, dQ) off; along: both on, but the window's dQ, with its global keys'
+    # atomics, keeps them apart
+    atomics = isinstance(ALONG_VS_APART[name][0], SlidingWindow)
+    assert res["taken"] == [False, False, True, not atomics], res["taken"]
+    assert res["diff"] <= 1e-6, res
+
+
 def test_global_rows_out_is_checked() -> None:
     q = torch.randn(1, 2, 20, 8)
     glob = torch.zeros(1, 20, dtype=torch.bool)
@@ -636,6 +689,7 @@ if __name__ == "__main__":
     checks |= {name: _check_band_vs_list for name in BAND_VS_LIST}
     checks |= {name: _check_few_rows for name in FEW_ROWS}
     checks |= {name: _check_projected for name in PROJECTED}
+    checks |= {name: _check_along_vs_apart for name in ALONG_VS_APART}
     for i, case in enumerate(sorted(checks)):
         if i % 2 == part:
             try:

@@ -20,7 +20,9 @@ nothing sizes a tensor from a device value:
   QIDX[b, :QCNT[b]], split over segments of key tiles (a split plan), partial results merged by
   `_merge_kernel`, which writes their O and LSE (or summed dQ) in place. The dK / dV kernel walks them
   as extra queries of every key tile (HAS_XQ). When the main plan lists them too, their main-plan
-  results are overwritten, and only their pairs outside the main plan count there (XSKIP).
+  results are overwritten, and only their pairs outside the main plan count there (XSKIP). With
+  ALONG, the split plan's programs come first in the main launch's grid (the kernels are bodies,
+  `_fwd_body` / `_bwd_dq_body`, called for either), and the main plan's skip the rows (RSKIP).
 
 Layouts: q, k, v, o, do, dq, dk, dv are (batch, heads, rows, head_dim) with any batch / head / row
 strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32, indexed by row
@@ -247,24 +249,26 @@ def _query_rows(
 
 
 @triton.jit
-def _fwd_kernel(
-    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED,
+def _fwd_body(
+    w, z,
+    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT,
     qk_scale, rdrop,
     half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
     s_kvb, s_kvh, s_qvb, s_qvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh,
+    s_rsb,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
-    KALL: tl.constexpr,
+    KALL: tl.constexpr, RSKIP: tl.constexpr,
 ):  # fmt: skip
-    # DROP: attention dropout (see dropout.py), kept weights scaled by rdrop = 1 / (1 - p)
-    # ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O / LSE (NO rows per head)
-    w = tl.program_id(0)
-    z = tl.program_id(1)
+    """Work item w of (batch, head) z. DROP: attention dropout (see dropout.py), kept weights scaled
+    by rdrop = 1 / (1 - p). ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O /
+    LSE (NO rows per head). RSKIP: rows whose RSLOT entry is >= 0 (the `Rows` of the same launch) are
+    not written."""
     b = z // H
     h = z % H
     qidx, qok = _query_rows(
@@ -346,9 +350,76 @@ def _fwd_kernel(
     else:
         orows = qidx
         ook = qok
+        if RSKIP:
+            ook = ook & (tl.load(RSLOT + b * s_rsb + qidx, qok, -1) < 0)
     optr = O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :]
     tl.store(optr, out.to(O.dtype.element_ty), ook[:, None] & dok[None, :])
     tl.store(LSE + z * NO + orows, lse, ook)
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED,
+    RO, RLSE, RW_QT, RLIST, RSLOT,
+    qk_scale, rdrop,
+    half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+    s_kvb, s_kvh, s_qvb, s_qvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh,
+    NRP, NMAIN, BH, RWD, RNO, srob, sroh, sron, s_rsb,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
+    KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
+    WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
+    HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
+    KALL: tl.constexpr, ALONG: tl.constexpr, RSKIP: tl.constexpr, R_BM: tl.constexpr, R_BN: tl.constexpr,
+):  # fmt: skip
+    """The forward pass (`_fwd_body`): a (work item, batch * head) grid; or, with ALONG, a 1-D grid
+    whose first NRP * BH programs are the work items of a split plan of `Rows` (RW_QT, RLIST: rows
+    QIDX[b, :QCNT[b]], tiles of R_BM rows over key tiles of R_BN keys, partials into RO / RLSE with
+    RNO rows per head, merged by the next launch), and the others the main plan's (NMAIN per head)."""
+    if ALONG:
+        pid = tl.program_id(0)
+        if pid < NRP * BH:  # the rows' programs first: they start first, and overlap the main ones
+            _fwd_body(
+                pid // BH, pid % BH,
+                Q, K, V, RO, RLSE, KVAL, QVAL, POS, K, V, XIDX, XCNT, QIDX, QCNT, RW_QT, RLIST, SEED, RSLOT,
+                qk_scale, rdrop,
+                0, H, NQ, NK, 0, NR, RWD, RNO, thr, 0,
+                sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, srob, sroh, sron,
+                s_kvb, s_kvh, s_qvb, s_qvh, 0, 0, skb, skh, skn, svb, svh, svn, 0, s_rib, 0, 0,
+                s_rsb,
+                D, BLOCK_D, R_BM, R_BN, R_BM, R_BM, 1, R_BN, R_BN, 1,
+                False, False, False, False, HAS_QVAL, False, True, 16,
+                DROP, PREC, UPCAST, False, False, False, False,
+            )  # fmt: skip
+        else:
+            p = pid - NRP * BH
+            _fwd_body(
+                p % NMAIN, p // NMAIN,
+                Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT,
+                qk_scale, rdrop,
+                half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
+                sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+                s_kvb, s_kvh, s_qvb, s_qvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib,
+                s_wh, s_lh, s_rsb,
+                D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
+                WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
+                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP,
+            )  # fmt: skip
+    else:
+        _fwd_body(
+            tl.program_id(0), tl.program_id(1),
+            Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT,
+            qk_scale, rdrop,
+            half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
+            sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+            s_kvb, s_kvh, s_qvb, s_qvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh,
+            s_lh, s_rsb,
+            D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
+            WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
+            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -401,26 +472,26 @@ def _merge_kernel(
 
 
 @triton.jit
-def _bwd_dq_kernel(
+def _bwd_dq_body(
+    w, z,
     Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT, W_QT, LIST,
-    SEED,
+    SEED, RSLOT,
     qk_scale, scale, rdrop,
     half, H, NQ, NK, NX, NR, WD, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
-    s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh,
+    s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh, s_rsb,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
     KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_X: tl.constexpr, ROWS: tl.constexpr, HAS_DLSE: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
-    KALL: tl.constexpr,
+    KALL: tl.constexpr, RSKIP: tl.constexpr,
 ):  # fmt: skip
-    # DROP: dP of a dropped pair is 0, of a kept one dP * rdrop; delta = rowsum(dO * O) holds as is
-    # also writes delta = rowsum(dO * O) - dLSE for the dK / dV kernel that runs next.
-    # ROWS: partial dQ at rows w * BLOCK_M + [0, BLOCK_M) of DQ (summed by _merge_kernel)
-    w = tl.program_id(0)
-    z = tl.program_id(1)
+    """dQ of work item w of (batch, head) z. DROP: dP of a dropped pair is 0, of a kept one dP * rdrop;
+    delta = rowsum(dO * O) holds as is. Also writes delta = rowsum(dO * O) - dLSE for the dK / dV
+    kernel that runs next. ROWS: partial dQ at rows w * BLOCK_M + [0, BLOCK_M) of DQ (summed by
+    _merge_kernel). RSKIP: rows whose RSLOT entry is >= 0 get neither dQ nor delta written."""
     b = z // H
     h = z % H
     qidx, qok = _query_rows(
@@ -435,7 +506,10 @@ def _bwd_dq_kernel(
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
     if HAS_DLSE:
         delta -= tl.load(DLSE + z * NQ + qidx, qok, 0.0)
-    tl.store(DELTA + z * NQ + qidx, delta, qok)
+    wok = qok  # rows this program writes
+    if RSKIP:
+        wok = wok & (tl.load(RSLOT + b * s_rsb + qidx, qok, -1) < 0)
+    tl.store(DELTA + z * NQ + qidx, delta, wok)
     do = do.to(q.dtype)
     lse = tl.load(LSE + z * NQ + qidx, qok, float("-inf"))
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
@@ -505,10 +579,75 @@ def _bwd_dq_kernel(
         dqm = (drows >= 0)[:, None] & dok[None, :]
     else:
         drows = qidx
-        dqm = qmask
+        dqm = wok[:, None] & dok[None, :]
     tl.store(
         DQ + b * sdqb + h * sdqh + drows[:, None] * sdqn + offs_d[None, :], dq.to(DQ.dtype.element_ty), dqm
     )
+
+
+@triton.jit
+def _bwd_dq_kernel(
+    Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT, W_QT, LIST,
+    SEED, RDQ, RW_QT, RLIST, RSLOT,
+    qk_scale, scale, rdrop,
+    half, H, NQ, NK, NX, NR, WD, thr, xoff,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
+    s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh,
+    NRP, NMAIN, BH, RWD, srdb, srdh, srdn, s_rsb,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    QS: tl.constexpr, QSUB: tl.constexpr, NQSUB: tl.constexpr,
+    KS: tl.constexpr, KSUB: tl.constexpr, NKSUB: tl.constexpr,
+    WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
+    HAS_X: tl.constexpr, ROWS: tl.constexpr, HAS_DLSE: tl.constexpr, BLOCK_X: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
+    KALL: tl.constexpr, ALONG: tl.constexpr, RSKIP: tl.constexpr, R_BM: tl.constexpr, R_BN: tl.constexpr,
+):  # fmt: skip
+    """dQ (`_bwd_dq_body`), on the grid of `_fwd_kernel`: with ALONG, the `Rows`' split plan first
+    (partial dQ into RDQ), then the main plan's work items."""
+    if ALONG:
+        pid = tl.program_id(0)
+        if pid < NRP * BH:  # the rows' programs first: they start first, and overlap the main ones
+            _bwd_dq_body(
+                pid // BH, pid % BH,
+                Q, K, V, O, DO, LSE, DLSE, DELTA, RDQ, KVAL, POS, K, V, XIDX, XCNT, DKX, DVX, QIDX, QCNT,
+                RW_QT, RLIST, SEED, RSLOT,
+                qk_scale, scale, rdrop,
+                0, H, NQ, NK, 0, NR, RWD, thr, 0,
+                sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon,
+                srdb, srdh, srdn,
+                s_kvb, s_kvh, 0, 0, skb, skh, skn, svb, svh, svn, 0, s_rib, 0, 0, s_rsb,
+                D, BLOCK_D, R_BM, R_BN, R_BM, R_BM, 1, R_BN, R_BN, 1,
+                False, False, False, False, False, True, HAS_DLSE, 16,
+                DROP, PREC, UPCAST, False, False, False, False,
+            )  # fmt: skip
+        else:
+            p = pid - NRP * BH
+            _bwd_dq_body(
+                p % NMAIN, p // NMAIN,
+                Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT,
+                W_QT, LIST, SEED, RSLOT,
+                qk_scale, scale, rdrop,
+                half, H, NQ, NK, NX, NR, WD, thr, xoff,
+                sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon,
+                sdqb, sdqh, sdqn,
+                s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh, s_rsb,
+                D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
+                WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_X, ROWS, HAS_DLSE, BLOCK_X,
+                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP,
+            )  # fmt: skip
+    else:
+        _bwd_dq_body(
+            tl.program_id(0), tl.program_id(1),
+            Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT,
+            W_QT, LIST, SEED, RSLOT,
+            qk_scale, scale, rdrop,
+            half, H, NQ, NK, NX, NR, WD, thr, xoff,
+            sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
+            s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh, s_rsb,
+            D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
+            WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_X, ROWS, HAS_DLSE, BLOCK_X,
+            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP,
+        )  # fmt: skip
 
 
 @triton.jit

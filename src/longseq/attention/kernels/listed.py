@@ -8,7 +8,12 @@ for dK / dV and the forward list for dQ, so no atomics are needed except for the
 
 One call of `listed_attention` is one autograd node whatever it holds: the main plan, extra keys
 (`Extra`, seen by every query) and rows that see every key (`Rows`, split over keys and merged by
-LSE in a kernel). Forward: 1 launch, or 3 with rows; backward: 2, or 4 with rows.
+LSE in a kernel). Forward: 1 launch, or 3 with rows; backward: 2, or 4 with rows. Up to 16K keys the
+rows' programs run in the main launch instead of one of their own (`ALONG`), which saves a launch's
+latency: 2 launches forward, 3 backward (the window's dQ with global keys keeps its own).
+
+q, k, v that are the heads of one `project` output go in as that tensor, and their gradient comes
+back as one buffer (`fused_base`), not as three that autograd concatenates.
 """
 
 from __future__ import annotations
@@ -133,8 +138,14 @@ class Plan:
 
 
 _FLAGS = {
-    _flash._fwd_kernel: ("HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL"),
-    _flash._bwd_dq_kernel: ("HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL"),
+    _flash._fwd_kernel: (
+        "HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL",
+        "ALONG", "RSKIP", "R_BM", "R_BN",
+    ),
+    _flash._bwd_dq_kernel: (
+        "HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL",
+        "ALONG", "RSKIP", "R_BM", "R_BN",
+    ),
     _flash._bwd_dkdv_kernel: (
         "HAS_POS", "HAS_XQ", "HAS_XSLOT", "BLOCK_R", "DROP", "XSKIP", "KALL",
     ),
@@ -163,12 +174,16 @@ class Rows:
 
     idx (B | 1, G) int32; cnt (B,) int32; plan: `split_plan` over the G slots. When the main plan
     lists these rows too, their main-plan results are overwritten (and with `Extra.in_window` their
-    dK / dV pairs inside the main plan come from it)."""
+    dK / dV pairs inside the main plan come from it). slot (B, N) int32: the slot of each row in idx
+    (-1: none), given when the main plan lists them; apart: the main plan does not list them. With
+    either, and the main plan's kval, the rows' programs run in the main launches (`ALONG`)."""
 
     idx: torch.Tensor
     cnt: torch.Tensor
     plan: Plan
     kval: torch.Tensor
+    slot: torch.Tensor | None = None
+    apart: bool = False
 
     @property
     def nseg(self) -> int:
@@ -248,6 +263,50 @@ def tune_band(
         BAND_LAUNCH.clear()
         BAND_LAUNCH.update(launch)
     _TUNED[0] += 1
+
+
+ALONG = [True]  # `Rows` run in the main launches where they can (False: launches of their own; benchmarks)
+# Measured on an H200 (benchmarks/split_rows.py): in the main launch the rows' programs overlap it,
+# which saves their own launch's latency up to 16K keys (window + 1 global row, forward: 0.154 ->
+# 0.140 ms at 16K), but from 64K keys they compete with it (0.532 -> 0.543 ms); and the window's dQ
+# launch, with its atomics for global keys, gets slower with them (164 -> 185 us at 16K).
+ALONG_MAX_KEYS = 16384
+
+
+@dataclass(frozen=True, slots=True)
+class _Along:
+    """How `Rows` run: in the main launch (on; skip: the main plan lists the rows too and leaves them
+    to the rows' programs, RSKIP), in tiles of bm rows over key tiles of bn keys; or apart."""
+
+    on: bool
+    skip: bool
+    bm: int
+    bn: int
+
+    @staticmethod
+    def of(
+        plan: Plan, rows: Rows | None, kval: torch.Tensor, pos: torch.Tensor | None, atomics: bool = False
+    ) -> _Along:
+        """atomics: the main launch sums extra keys' gradients by atomics (the window's dQ launch)."""
+        ok = (
+            ALONG[0]
+            and kval.shape[-1] <= ALONG_MAX_KEYS
+            and not atomics
+            and rows is not None
+            and plan.w_qt.shape[1] > 0
+            and rows.kval is kval
+            and pos is None
+            and (rows.slot is not None or rows.apart)
+        )
+        if not ok:
+            return _APART
+        return _Along(True, rows.slot is not None, rows.plan.qtiles.block, rows.plan.ktiles.block)
+
+    def flags(self) -> tuple:
+        return (self.on, self.skip, self.bm, self.bn)
+
+
+_APART = _Along(False, False, 16, 16)
 
 
 def _grid(c: Consts, plan: Plan, rows: int, keys: bool = False) -> int:
@@ -348,6 +407,7 @@ class _ListedAttention(torch.autograd.Function):
         bx = small_block(nx, plan.ktiles.block)
         sd = seed if drop else dummy
         xskip = has_x and extra.in_window
+        al = _Along.of(plan, rows, kval, pos)
         c = plan.consts(
             _flash._fwd_kernel,
             d,
@@ -360,34 +420,51 @@ class _ListedAttention(torch.autograd.Function):
             drop,
             xskip,
             kall,
+            *al.flags(),
         )
-        launch(
-            _flash._fwd_kernel, (_grid(c, plan, nq), b * h),
-            (q, k, v, o, lse, kval, qv, ps, xk, xv, xidx, xcnt, dummy, dummy, plan.w_qt, plan.klist, sd),
-            (scale * _flash.LOG2E, rdrop, plan.window or 0, h, nq, nk, nx, 0, wd, nq, thr, xcol,
-             *qs, *ks, *vs, *_s4(o), *_sbh(kval), *_sbh(qval), *_sbh(pos),
-             *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, 0, s_wh, s_lh),
-            c,
-        )  # fmt: skip
+        nmain = _grid(c, plan, nq)
         if rows is not None:
             rp = rows.plan
             rw = rp.w_qt.shape[1]
             no = rw * rp.qtiles.block
             parts = torch.empty(b, h, no, d, device=q.device, dtype=torch.float32)
             part_lse = torch.empty(b * h, no, device=q.device, dtype=torch.float32)
-            cr = rp.consts(
-                _flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop, False, False
-            )
-            launch(
-                _flash._fwd_kernel, (rw, b * h),
-                (q, k, v, parts, part_lse, rows.kval, qv, dummy, k, v, dummy, dummy, rows.idx, rows.cnt,
-                 rp.w_qt, rp.klist, sd),
-                (scale * _flash.LOG2E, rdrop, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2], no,
-                 thr, 0,
-                 *qs, *ks, *vs, *_s4(parts), *_sbh(rows.kval), *_sbh(qval), 0, 0,
-                 *ks, *vs, 0, _sb(rows.idx), 0, 0),
-                cr,
-            )  # fmt: skip
+        if al.on:  # the rows' programs first, then the main plan's, in one launch
+            slot = rows.slot if al.skip else dummy
+            grid = (rw * b * h + nmain * b * h, 1)
+            rptrs = (parts, part_lse, rp.w_qt, rp.klist, slot)
+            rints = (rw, nmain, b * h, rp.klist.shape[2], no, *_s4(parts), _sb(slot) if al.skip else 0)
+            ridx, rcnt, nr, s_rib = rows.idx, rows.cnt, rows.idx.shape[1], _sb(rows.idx)
+        else:
+            grid = (nmain, b * h)
+            rptrs = (dummy,) * 5
+            rints = (0,) * 9
+            ridx, rcnt, nr, s_rib = dummy, dummy, 0, 0
+        launch(
+            _flash._fwd_kernel, grid,
+            (q, k, v, o, lse, kval, qv, ps, xk, xv, xidx, xcnt, ridx, rcnt, plan.w_qt, plan.klist, sd,
+             *rptrs),
+            (scale * _flash.LOG2E, rdrop, plan.window or 0, h, nq, nk, nx, nr, wd, nq, thr, xcol,
+             *qs, *ks, *vs, *_s4(o), *_sbh(kval), *_sbh(qval), *_sbh(pos),
+             *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, s_rib, s_wh, s_lh, *rints),
+            c,
+        )  # fmt: skip
+        if rows is not None:
+            if not al.on:
+                cr = rp.consts(
+                    _flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop, False,
+                    False, *_APART.flags(),
+                )  # fmt: skip
+                launch(
+                    _flash._fwd_kernel, (rw, b * h),
+                    (q, k, v, parts, part_lse, rows.kval, qv, dummy, k, v, dummy, dummy, rows.idx, rows.cnt,
+                     rp.w_qt, rp.klist, sd, *(dummy,) * 5),
+                    (scale * _flash.LOG2E, rdrop, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2], no,
+                     thr, 0,
+                     *qs, *ks, *vs, *_s4(parts), *_sbh(rows.kval), *_sbh(qval), 0, 0,
+                     *ks, *vs, 0, _sb(rows.idx), 0, 0, *(0,) * 9),
+                    cr,
+                )  # fmt: skip
             _merge(parts, part_lse, o, lse, rows, h, nq, total=False)
         if place is not None:  # the caller's rows, written over the kernel's (their lse stays)
             write_rows_(o, *place, pv)
@@ -450,33 +527,48 @@ class _ListedAttention(torch.autograd.Function):
         has_dl = dlse is not None
         sd = call.seed if drop else dummy
         xskip = has_x and extra.in_window
-        flags = (pos is not None, has_x, False, has_dl, bx, drop, xskip, call.kall)
+        al = _Along.of(plan, rows, kval, pos, atomics=has_x)
+        flags = (pos is not None, has_x, False, has_dl, bx, drop, xskip, call.kall, *al.flags())
         c = plan.consts(_flash._bwd_dq_kernel, d, q.dtype, *flags)
-        launch(
-            _flash._bwd_dq_kernel, (_grid(c, plan, nq), b * h),
-            (q, k, v, o, do, lse, dl, delta, dq, kval, ps, xk, xv, xidx, xcnt, dkx, dvx, dummy, dummy,
-             plan.w_qt, plan.klist, sd),
-            (scale * _flash.LOG2E, scale, rdrop, plan.window or 0, h, nq, nk, nx, 0, wd, thr, xcol,
-             *qs, *ks, *vs, *os_, *dos, *_s4(dq), *_sbh(kval), *_sbh(pos),
-             *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, 0, s_wh, s_lh),
-            c,
-        )  # fmt: skip
+        nmain = _grid(c, plan, nq)
         if rows is not None:
             rp = rows.plan
             rw = rp.w_qt.shape[1]
             parts = torch.empty(b, h, rw * rp.qtiles.block, d, device=q.device, dtype=torch.float32)
-            flags = (False, False, True, dlse is not None, 16, drop, False, False)
-            cr = rp.consts(_flash._bwd_dq_kernel, d, q.dtype, *flags)
-            launch(
-                _flash._bwd_dq_kernel, (rw, b * h),
-                (q, k, v, o, do, lse, dl, delta, parts, rows.kval, dummy, k, v, dummy, dummy, lse, lse,
-                 rows.idx, rows.cnt, rp.w_qt, rp.klist, sd),
-                (scale * _flash.LOG2E, scale, rdrop, 0, h, nq, nk, 0, rows.idx.shape[1], rp.klist.shape[2],
-                 thr, 0,
-                 *qs, *ks, *vs, *os_, *dos, *_s4(parts), *_sbh(rows.kval), 0, 0,
-                 *ks, *vs, 0, _sb(rows.idx), 0, 0),
-                cr,
-            )  # fmt: skip
+        if al.on:  # the rows' programs first, then the main plan's, in one launch
+            slot = rows.slot if al.skip else dummy
+            grid = (rw * b * h + nmain * b * h, 1)
+            rptrs = (parts, rp.w_qt, rp.klist, slot)
+            rints = (rw, nmain, b * h, rp.klist.shape[2], *_s4(parts), _sb(slot) if al.skip else 0)
+            ridx, rcnt, nr, s_rib = rows.idx, rows.cnt, rows.idx.shape[1], _sb(rows.idx)
+        else:
+            grid = (nmain, b * h)
+            rptrs = (dummy,) * 4
+            rints = (0,) * 8
+            ridx, rcnt, nr, s_rib = dummy, dummy, 0, 0
+        launch(
+            _flash._bwd_dq_kernel, grid,
+            (q, k, v, o, do, lse, dl, delta, dq, kval, ps, xk, xv, xidx, xcnt, dkx, dvx, ridx, rcnt,
+             plan.w_qt, plan.klist, sd, *rptrs),
+            (scale * _flash.LOG2E, scale, rdrop, plan.window or 0, h, nq, nk, nx, nr, wd, thr, xcol,
+             *qs, *ks, *vs, *os_, *dos, *_s4(dq), *_sbh(kval), *_sbh(pos),
+             *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, s_rib, s_wh, s_lh, *rints),
+            c,
+        )  # fmt: skip
+        if rows is not None:
+            if not al.on:
+                flags = (False, False, True, dlse is not None, 16, drop, False, False, *_APART.flags())
+                cr = rp.consts(_flash._bwd_dq_kernel, d, q.dtype, *flags)
+                launch(
+                    _flash._bwd_dq_kernel, (rw, b * h),
+                    (q, k, v, o, do, lse, dl, delta, parts, rows.kval, dummy, k, v, dummy, dummy, lse, lse,
+                     rows.idx, rows.cnt, rp.w_qt, rp.klist, sd, *(dummy,) * 4),
+                    (scale * _flash.LOG2E, scale, rdrop, 0, h, nq, nk, 0, rows.idx.shape[1],
+                     rp.klist.shape[2], thr, 0,
+                     *qs, *ks, *vs, *os_, *dos, *_s4(parts), *_sbh(rows.kval), 0, 0,
+                     *ks, *vs, 0, _sb(rows.idx), 0, 0, *(0,) * 8),
+                    cr,
+                )  # fmt: skip
             _merge(parts, lse, dq, lse, rows, h, nq, total=True)
 
         t_start, t_count, t_list = plan.transposed()

@@ -72,9 +72,17 @@ def _kval(padding: torch.Tensor | None, b: int, n: int, device: torch.device) ->
     return _filled(b, n, device, 1, torch.int8)[:, None]
 
 
-def _all_keys_rows(idx: torch.Tensor, cnt: torch.Tensor, nk: int, kval: torch.Tensor) -> Rows:
-    """Rows idx[b, :cnt[b]] (idx (b | 1, G) int32) that see every key marked in kval."""
-    return Rows(idx, cnt, split_plan(idx.shape[1], nk, idx.device, SPLIT_BLOCK), kval)
+def _all_keys_rows(
+    idx: torch.Tensor,
+    cnt: torch.Tensor,
+    nk: int,
+    kval: torch.Tensor,
+    slot: torch.Tensor | None = None,
+    apart: bool = False,
+) -> Rows:
+    """Rows idx[b, :cnt[b]] (idx (b | 1, G) int32) that see every key marked in kval; slot, apart:
+    see `Rows` (how they may run in the main launches)."""
+    return Rows(idx, cnt, split_plan(idx.shape[1], nk, idx.device, SPLIT_BLOCK), kval, slot, apart)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,7 +168,9 @@ def sliding_window_gpu(
         # global keys stay window keys; as extra keys they count only where the window leaves them
         # out. Global queries are window rows too (overwritten), and rows that see every key.
         extra = Extra(vec["idx"], vec["cnt"], slot=vec["slot"], in_window=True)
-        rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval) if pattern.global_rows else None
+        rows = None
+        if pattern.global_rows:  # the window lists them too: the main launch leaves them to their programs
+            rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, slot=vec["slot"])
         out, _ = listed_attention(
             q,
             k,
@@ -274,7 +284,7 @@ def _bigbird_rows(pattern: BlockSparse, n: int, b: int, kval: torch.Tensor) -> R
         lambda: torch.cat([torch.arange(bs), torch.arange(last, n)]).to(torch.int32)[None].to(kval.device),
     )
     cnt = _filled(1, b, kval.device, idx.shape[1], torch.int32)[0]
-    return _all_keys_rows(idx, cnt, n, kval)
+    return _all_keys_rows(idx, cnt, n, kval, apart=True)  # (the plan lists the middle blocks only)
 
 
 _TENSOR_PLANS: dict[tuple, tuple[torch.Tensor, Plan]] = {}  # key -> (seed, plan): the entry holds the seed
