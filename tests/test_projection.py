@@ -46,3 +46,41 @@ def test_gradients_equal_plain_autograd(bias: bool, use: str, autocast: bool) ->
         assert g.dtype == w.dtype
         tol = dict(rtol=2e-2, atol=1e-2) if autocast else dict(rtol=1e-5, atol=1e-6)
         assert torch.allclose(g.float(), w.float(), **tol)
+
+
+def test_autocast_input_casts_once_under_autocast_only() -> None:
+    from longseq.layers.projection import autocast_input
+
+    x = torch.randn(2, 3, 4)
+    assert autocast_input(x) is x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = autocast_input(x)
+        assert cast.dtype == torch.bfloat16 and torch.equal(cast, x.to(torch.bfloat16))
+        assert autocast_input(cast) is cast  # already in autocast's dtype
+
+
+def _heads(t: torch.Tensor, h: int) -> torch.Tensor:
+    return t.view(t.shape[0], t.shape[1], h, -1).transpose(1, 2)
+
+
+def test_fused_base_finds_the_heads_of_a_project_output_only() -> None:
+    from longseq.attention._common import fused_base
+
+    layers = [nn.Linear(8, 8) for _ in range(4)]
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    q, k, v = (_heads(t, 2) for t in project(x, *layers[:3]))
+    found = fused_base((q, k, v))
+    assert found is not None
+    base, slots, offs = found
+    assert slots == (0, 1, 2) and offs == (0, 8, 16) and base.shape[-1] == 24
+    assert q._base is base
+    # k, v of one projection, q of another: the pair
+    k2, v2 = (_heads(t, 2) for t in project(x, *layers[:2]))
+    assert fused_base((q, k2, v2))[1] == (1, 2)
+    # not covering the whole output (a fourth block unused), views of a plain tensor, no gradient
+    q4, k4, v4, _ = (_heads(t, 2) for t in project(x, *layers))
+    assert fused_base((q4, k4, v4)) is None
+    plain = torch.randn(2, 5, 24, requires_grad=True)
+    assert fused_base(tuple(_heads(t, 2) for t in plain.split(8, -1))) is None
+    with torch.no_grad():
+        assert fused_base(tuple(_heads(t, 2) for t in project(x, *layers[:3]))) is None

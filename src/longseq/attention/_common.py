@@ -160,14 +160,11 @@ def fused_base(
     the heads of the column blocks of one `mark_fused` tensor base (b, n, len(slots) * h * d) in
     memory (any shape: a linear layer's output is a view of its matrix product), which they cover
     exactly; offsets: their storage offsets from base's. Else None."""
-    base, slots = None, []
-    for i, t in enumerate(ts):
-        tb = t._base
-        if tb is not None and getattr(tb, FUSED, False) and (base is None or tb is base):
-            base = tb
-            slots.append(i)
-    if base is None or len(slots) < 2 or not base.requires_grad or not base.is_contiguous():
+    bases = [t._base if t._base is not None and getattr(t._base, FUSED, False) else None for t in ts]
+    base = next((tb for tb in bases if tb is not None and sum(b is tb for b in bases) >= 2), None)
+    if base is None or not base.requires_grad or not base.is_contiguous():
         return None
+    slots = [i for i, tb in enumerate(bases) if tb is base]
     b, h, n, d = ts[slots[0]].shape
     c = h * d
     width = len(slots) * c
