@@ -1,5 +1,6 @@
 """Where the host time of a gpu-backend call goes: cProfile of attend() forward + backward
-(SlidingWindow(512) + 1 global token, 16K, bf16) and of BigBird at 4K, top functions by own time.
+(SlidingWindow(512) + 1 global token, 16K, bf16), of BigBird at 4K and of LSH with its projections
+at 16K, top functions by own time.
 
     PYTHONPATH=src python benchmarks/host_profile.py [--calls 200]
 """
@@ -14,7 +15,8 @@ import time
 
 import torch
 
-from longseq.attention import BlockSparse, SlidingWindow, attend
+from longseq.attention import LSH, BlockSparse, SlidingWindow, attend
+from longseq.layers.projection import project
 
 DEV = "cuda"
 H, D = 12, 64
@@ -40,7 +42,18 @@ def main() -> None:
     q4, k4, v4 = qkv(4096)
     go4 = torch.randn_like(q4)
     bb = BlockSparse(64, 3, seed=0)
+    hidden = torch.randn(1, 16384, H * D, device=DEV, dtype=torch.bfloat16, requires_grad=True)
+    wqk, wv = (torch.nn.Linear(H * D, H * D, bias=False, device=DEV, dtype=torch.bfloat16) for _ in range(2))
+    lsh = LSH(1, 512, 64, seed=0)
+    go_h = torch.randn_like(hidden)
+
+    def lsh_step():
+        qk, vv = (t.view(1, -1, H, D).transpose(1, 2) for t in project(hidden, wqk, wv))
+        out = attend(qk, qk, vv, lsh, backend="gpu").transpose(1, 2).reshape(hidden.shape)
+        return torch.autograd.grad(out, [hidden], go_h)
+
     cases = {
+        "lsh (+proj) 16K fwd+bwd": lsh_step,
         "window+1g 16K fwd": lambda: attend(q, k, v, w, global_mask=gm, backend="gpu"),
         "window+1g 16K fwd+bwd": lambda: torch.autograd.grad(
             attend(q, k, v, w, global_mask=gm, backend="gpu"), [q, k, v], go

@@ -8,7 +8,7 @@ output and the gradients under 1e-2), then timed GPU-only (CUDA-graph replay) an
 (host included). bf16, batch 1, 12 heads, head_dim 64. Table last; JSON in $OUT. --profile prints
 the GPU time of each kernel instead.
 
-    PYTHONPATH=src python benchmarks/split_rows.py [--sizes 4096 16384 65536] [--profile]
+    PYTHONPATH=src python benchmarks/split_rows.py [--sizes 4096 16384 65536] [--profile [--every-case]]
 """
 
 from __future__ import annotations
@@ -82,13 +82,14 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
 
-def profile(n: int, variants: list[str]) -> None:
-    """GPU time per kernel (torch profiler, 10 calls) of the split cases at n, per variant."""
+def profile(n: int, variants: list[str], every: bool = False) -> None:
+    """GPU time per kernel (torch profiler, 10 calls) of the split cases at n (every: of every case,
+    the window with no global token and with global keys only too), per variant."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     for name, fn in cases(n).items():
-        if name not in SPLIT:
+        if name not in SPLIT and not every:
             continue
         for t in variants:
             use(t)
@@ -115,13 +116,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384, 65536])
     ap.add_argument("--variants", default="all", help="comma-separated indices into VARIANTS, or all")
     ap.add_argument("--profile", action="store_true", help="GPU time per kernel instead of timings")
+    ap.add_argument("--every-case", action="store_true", help="--profile: the cases with no split launch too")
     args = ap.parse_args()
     names = list(VARIANTS)
     targets = names if args.variants == "all" else [names[int(i)] for i in args.variants.split(",")]
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     if args.profile:
         for n in args.sizes:
-            profile(n, targets)
+            profile(n, targets, args.every_case)
         return
     saved = listed.ALONG[0], listed.ALONG_MAX_KEYS
     check = cases(3001)

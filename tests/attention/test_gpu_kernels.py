@@ -76,6 +76,8 @@ CASES: dict[str, tuple] = {
     "lsh_factorised_after": (LSH(2, (2, 4), 8, chunks_after=1, seed=5), {"n": 37, "h": 1}),
     "lsh_bf16": (LSH(1, 4, 16, seed=3), {"n": 64, "dtype": "bfloat16"}),
     "lsh_short_dense": (LSH(1, 4, 32, seed=4), {"n": 30}),
+    # a negative scale (its sign goes to the keys), heads of a projection laid out (b, n, h, d)
+    "lsh_negative_scale_seq_major": (LSH(2, 4, 16, seed=8), {"n": 50, "scale": -0.3, "layout": "seq"}),
 }
 
 
@@ -118,6 +120,8 @@ def _check(name: str) -> dict:
     from longseq.attention.kernels import gpu_attention
 
     pattern, opts = CASES[name]
+    opts = dict(opts)
+    given_scale = opts.pop("scale", None)
     q, k, v, padding, global_mask = _inputs(pattern, **opts)
     shared = k is q
     ins = [q, v] if shared else [q, k, v]
@@ -125,17 +129,19 @@ def _check(name: str) -> dict:
         if t.is_leaf:
             t.requires_grad_(True)
     pad, glob = check_inputs(q, k, v, pattern, padding, global_mask)
-    out = gpu_attention(q, k, v, pattern, pad, glob, default_scale(q.shape[-1], None))
-    fast = attend(q, k, v, pattern, padding_mask=padding, global_mask=global_mask, backend="torch")
+    scale = default_scale(q.shape[-1], given_scale)
+    out = gpu_attention(q, k, v, pattern, pad, glob, scale)
+    kw = dict(padding_mask=padding, global_mask=global_mask, scale=given_scale)
+    fast = attend(q, k, v, pattern, backend="torch", **kw)
     # fp32 reference on the same (rounded) inputs; LSH hashes in the input's dtype, so it keeps it
     keep = isinstance(pattern, LSH)
     ins32 = [(t.detach() if keep else t.detach().float()).requires_grad_(True) for t in ins]
     q32, v32 = ins32[0], ins32[-1]
     k32 = q32 if shared else ins32[1]
-    ref = attend(q32, k32, v32, pattern, padding_mask=padding, global_mask=global_mask, backend="reference")
+    ref = attend(q32, k32, v32, pattern, backend="reference", **kw)
     go = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # inference takes another path (no autograd node): the same bits
-        again = gpu_attention(q, k, v, pattern, pad, glob, default_scale(q.shape[-1], None))
+        again = gpu_attention(q, k, v, pattern, pad, glob, scale)
     res = {"nan": bool(out.isnan().any()), "dtype_ok": out.dtype == q.dtype, "shape_ok": out.shape == q.shape}
     res["no_grad_equal"] = bool(torch.equal(again, out.detach()))
     pairs = [("out", out, fast, ref)]
@@ -344,6 +350,7 @@ PROJECTED: dict[str, tuple] = {
     "projected_local_padded": (LocalChunks(20, 1, 1), {"n": 90, "pad": "some"}),
     "projected_block_sparse_fp16": (BlockSparse(16, 1, seed=3), {"n": 123, "dtype": "float16"}),
     "projected_kv_few_rows": (None, {"n": 1100, "rows": 3}),
+    "projected_lsh_two_rounds_padded": (LSH(2, 4, 16, seed=6), {"n": 70, "pad": "some"}),
 }
 
 
@@ -380,6 +387,10 @@ def _check_projected(name: str) -> dict:
             q = heads(mods[0](xs[:, :rows]))
             k, v = (heads(t) for t in project(xs, mods[1], mods[2]))
             out = attend(q, k, v, Dense(), padding_mask=padding, backend=backend)
+        elif isinstance(pattern, LSH):  # shared query-key heads and values, projected together
+            q, v = (heads(t) for t in project(xs, mods[0], mods[2]))
+            k = q
+            out = attend(q, q, v, pattern, padding_mask=padding, backend=backend)
         else:
             q, k, v = (heads(t) for t in project(xs, *mods[:3]))
             out = attend(q, k, v, pattern, padding_mask=padding, global_mask=glob, backend=backend)
@@ -388,7 +399,8 @@ def _check_projected(name: str) -> dict:
         slot = 1 if rows else 0
         taken = len(edges) > slot and edges[slot][0] is k._base.grad_fn
         # (the key bias has no gradient in exact arithmetic: softmax ignores a constant per row)
-        params = [t for m in mods[:3] for t in m.parameters() if t is not mods[1].bias]
+        used = [mods[0], mods[2]] if isinstance(pattern, LSH) else mods[:3]
+        params = [t for m in used for t in m.parameters() if t is not mods[1].bias]
         return out, [xs, *params], taken
 
     import longseq.attention as A
@@ -524,6 +536,39 @@ def _check_along_vs_apart(name: str) -> dict:
     }
 
 
+# LSH's hash kernel (`lsh_sorted.sort_keys`: rotation and argmax in one) against torch's einsum and
+# argmax (`hash_buckets`): equal, padding in the extra bucket, ties (zero rows) to the first index;
+# (pattern, batch, heads, seq, dtype)
+BUCKETS: dict[str, tuple] = {
+    "buckets_factorised_padded": (LSH(3, (4, 6), 8, seed=2), 2, 2, 45, "float32"),
+    "buckets_bf16": (LSH(2, 16, 16, seed=1), 1, 3, 64, "bfloat16"),
+    "buckets_int32_keys": (LSH(1, 2**15, 8, seed=3), 1, 1, 20, "float32"),
+}
+
+
+def _check_buckets(name: str) -> dict:
+    from longseq.attention._common import pad_seq
+    from longseq.attention.kernels import lsh_sorted
+    from longseq.attention.lsh import hash_buckets
+
+    pattern, b, h, n, dtype = BUCKETS[name]
+    gen = torch.Generator().manual_seed(6)
+    q = torch.randn(b, h, n, 8, generator=gen).to(getattr(torch, dtype))
+    q[:, :, 3] = 0  # every rotation 0: a tie over all buckets
+    real = torch.arange(n)[None] < torch.tensor([n - 5, n - 1, n][:b])[:, None]
+    n_p = -(-n // pattern.chunk_length) * pattern.chunk_length
+    want = hash_buckets(pad_seq(q, pattern.chunk_length), pattern, pad_seq(real, n_p, 1, value=False))
+    res = {}
+    for tiles in ((64, 1), (16, 3)):  # (tokens, tiles) of a program: one tile, or a loop of three
+        lsh_sorted.HASH_TILES[0] = tiles
+        try:
+            got = lsh_sorted.sort_keys(q, pattern, real.to(torch.int8), n_p)
+        finally:
+            lsh_sorted.HASH_TILES[0] = (64, 1)
+        res[f"equal_{tiles[0]}x{tiles[1]}"] = bool(torch.equal(got.long(), want))
+    return res | {"dtype": str(got.dtype)}
+
+
 def _run_half(part: int) -> dict:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
@@ -633,6 +678,14 @@ def test_rows_in_the_main_launches_equal_their_own_launches(results: dict, name:
     assert res["diff"] <= 1e-6, res
 
 
+@pytest.mark.parametrize("name", sorted(BUCKETS))
+def test_bucket_kernel_equals_hash_buckets(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    assert res["equal_64x1"] and res["equal_16x3"]
+    assert res["dtype"] == ("torch.int32" if BUCKETS[name][0].total_buckets >= 2**15 else "torch.int16")
+
+
 def test_global_rows_out_is_checked() -> None:
     q = torch.randn(1, 2, 20, 8)
     glob = torch.zeros(1, 20, dtype=torch.bool)
@@ -690,6 +743,7 @@ if __name__ == "__main__":
     checks |= {name: _check_few_rows for name in FEW_ROWS}
     checks |= {name: _check_projected for name in PROJECTED}
     checks |= {name: _check_along_vs_apart for name in ALONG_VS_APART}
+    checks |= {name: _check_buckets for name in BUCKETS}
     for i, case in enumerate(sorted(checks)):
         if i % 2 == part:
             try:

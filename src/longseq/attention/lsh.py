@@ -52,15 +52,21 @@ def rotations(
 _ROTATIONS: dict[tuple, torch.Tensor] = {}
 
 
+def rotate(qk: torch.Tensor, pattern: LSH) -> torch.Tensor:
+    """qk (batch, heads, seq, head_dim) through the random rotations: (batch, heads, R, seq, rot/2),
+    by Hugging Face's einsum (the gpu backend's bucket kernel reads the same numbers)."""
+    b, h, n, d = qk.shape
+    rot = rotations(pattern, h, d, qk.dtype, qk.device)  # (h, d, R, rot/2)
+    return torch.einsum("bhtd,hdrk->bhrtk", qk.detach(), rot)
+
+
 def hash_buckets(qk: torch.Tensor, pattern: LSH, real: torch.Tensor) -> torch.Tensor:
     """Bucket of every token in every round: (batch, heads, num_hashes, seq) int64.
 
     qk (batch, heads, seq, head_dim); real (batch, seq) bool. Padding tokens get the extra bucket
     `pattern.total_buckets`.
     """
-    b, h, n, d = qk.shape
-    rot = rotations(pattern, h, d, qk.dtype, qk.device)  # (h, d, R, rot/2)
-    rotated = torch.einsum("bhtd,hdrk->bhrtk", qk.detach(), rot)  # (b, h, R, n, rot/2)
+    rotated = rotate(qk, pattern)  # (b, h, R, n, rot/2)
     buckets = None
     start, product = 0, 1
     for factor in pattern.bucket_factors:

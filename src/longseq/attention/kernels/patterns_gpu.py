@@ -9,8 +9,8 @@ autograd node per call wherever it can:
 - BlockSparse: middle query blocks walk [first, left, own, right, last, random...] at the pattern's
   own block size (repeats counted); the two global query blocks are rows that see every key.
 - LocalChunks: each chunk walks its neighbouring chunks cyclically (repeats counted).
-- LSH: torch hashes, sorts and gathers; the kernel runs on the sorted sequence with cyclic chunk
-  look-back and self exclusion by position; torch unsorts and combines the rounds by log-sum-exp.
+- LSH: kernels around the flash kernel's call on the hashed order (cyclic chunk look-back, self
+  exclusion by position) find the buckets, gather into hashed order and unsort (`lsh_sorted`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 
 from .._cache import tensor_key
-from .._common import len_norm, pad_seq, real_keys
+from .._common import pad_seq, real_keys
 from ..dense import dense_attention
 from ..global_tokens import GlobalTokens, place_rows
-from ..lsh import _dense_lsh, _self_fallback, sorted_positions
+from ..lsh import _dense_lsh
 from ..patterns import LSH, BlockSparse, LocalChunks, SlidingWindow
 from .listed import (
     Extra,
@@ -33,10 +33,10 @@ from .listed import (
     empty_plan,
     expand_tiles,
     listed_attention,
-    merge_lse,
     split_plan,
     window_plan,
 )
+from .lsh_sorted import lsh_sorted
 
 WINDOW_BLOCK_M = 64
 WINDOW_BLOCK_N = 64
@@ -360,33 +360,6 @@ def lsh_gpu(
 ) -> torch.Tensor:
     """q (shared with k), v: (batch, heads, seq, head_dim) -> (batch, heads, seq, head_dim)."""
     b, h, n, d = q.shape
-    real = real_keys(padding, b, n, q.device)
     if n <= pattern.chunk_length:
-        return _dense_lsh(q, v, pattern, real, scale, dropout)
-    c, rounds = pattern.chunk_length, pattern.num_hashes
-    q, v = pad_seq(q, c), pad_seq(v, c)
-    real = pad_seq(real, c, dim=1, value=False)
-    n_p = q.shape[2]
-    slots = sorted_positions(q, pattern, real)  # (b, h, R * n_p), hashed order
-    sq = q.gather(2, slots[..., None].expand(-1, -1, -1, d))
-    sv = v.gather(2, slots[..., None].expand(-1, -1, -1, v.shape[-1]))
-    sreal = real.gather(1, slots.flatten(1)).view(b, h, rounds * n_p)
-    plan = cyclic_plan(
-        rounds * n_p, c, pattern.chunks_before, pattern.chunks_after, pattern.causal, True, q.device
-    )
-    pos = slots.to(torch.int32)
-    out, lse = listed_attention(sq, len_norm(sq), sv, plan, _i8(sreal), scale, pos=pos, dropout=dropout)
-    if rounds == 1:  # nothing to combine: undo the sort by a scatter (its backward is one gather)
-        unsorted = out.new_empty(out.shape).scatter_(2, slots[..., None].expand_as(out), out)
-        seen = lse.new_empty(lse.shape).scatter_(2, slots, lse.detach()).isfinite()  # saw another token
-        return _self_fallback(unsorted.to(v.dtype), v, seen[..., None], real)[:, :, :n]
-
-    # undo the sort: slot of (round, position) is inverse[round, position]
-    flat = slots.view(b, h, rounds, n_p)
-    inverse = torch.empty_like(flat).scatter_(-1, flat, torch.arange(n_p, device=q.device).expand_as(flat))
-    inverse = (inverse + torch.arange(rounds, device=q.device)[:, None] * n_p).flatten(2)
-    out = out.gather(2, inverse[..., None].expand(-1, -1, -1, out.shape[-1]))
-    lse = lse.gather(2, inverse)
-    out, total = merge_lse(out.view(b, h, rounds, n_p, -1).float(), lse.view(b, h, rounds, n_p), dim=2)
-    out = _self_fallback(out.to(v.dtype), v, torch.isfinite(total)[..., None], real)
-    return out[:, :, :n]
+        return _dense_lsh(q, v, pattern, real_keys(padding, b, n, q.device), scale, dropout)
+    return lsh_sorted(q, v, pattern, padding, scale, dropout)
