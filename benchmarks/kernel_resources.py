@@ -1,0 +1,116 @@
+"""Registers, spills and shared memory of the kernels a gpu-backend call launches, compiled for the
+H100 (sm_90) on a machine with no GPU (Triton's compiler and its bundled ptxas / cuobjdump).
+
+The call runs on CPU tensors with the launches caught (nothing runs); each kernel specialisation
+is compiled in full and its cubin's resource usage read. Use it before spending device time: a
+kernel at 255 registers with a stack (spills), or falling back from warpgroup MMA (wgmma) to
+mma.sync, shows here. bf16, batch 1, 12 heads, head_dim 64, 4K tokens.
+
+    PYTHONPATH=src python benchmarks/kernel_resources.py [--cases window window_global bigbird lsh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+import longseq.attention as A
+from longseq.attention import LSH, BlockSparse, SlidingWindow, attend
+from longseq.attention.kernels import listed, lsh_sorted
+
+N, H, D = 4096, 12, 64
+TYPES = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.int8: "*i8", torch.int16: "*i16",
+         torch.int32: "*i32", torch.int64: "*i64"}  # fmt: skip
+CASES = {
+    "window": (SlidingWindow(512), 0),
+    "window_global": (SlidingWindow(512), 1),
+    "window_keys_only": (SlidingWindow(512, global_rows=False), 1),
+    "bigbird": (BlockSparse(64, 3, seed=0), 0),
+    "lsh": (LSH(1, 64, 64, seed=0), 0),
+}
+
+
+def launches(pattern, glob: int) -> list[tuple]:
+    """(kernel, pointers, scalars, constexprs and options) of one forward + backward call."""
+    got: list[tuple] = []
+
+    def catch(fn, grid, ptrs, scalars, consts) -> None:
+        got.append((fn, ptrs, scalars, dict(consts.kwargs)))
+
+    saved = listed.launch, lsh_sorted.launch, A._gpu_available
+    listed.launch = lsh_sorted.launch = catch
+    A._gpu_available = lambda q: True
+    try:
+        q, k, v = (torch.randn(1, H, N, D, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        k = q if isinstance(pattern, LSH) else k
+        gm = None
+        if glob:
+            gm = torch.zeros(1, N, dtype=torch.bool)
+            gm[:, :glob] = True
+        out = attend(q, k, v, pattern, global_mask=gm, backend="gpu")
+        torch.autograd.grad(out, [q, v] if k is q else [q, k, v], torch.ones_like(out))
+    finally:
+        listed.launch, lsh_sorted.launch, A._gpu_available = saved
+    return got
+
+
+def resources(fn, ptrs, scalars, kwargs: dict) -> dict:
+    opts = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
+    sig = {}
+    for i, name in enumerate(fn.arg_names):
+        if i < len(ptrs):
+            sig[name] = TYPES[ptrs[i].dtype]
+        elif i < len(ptrs) + len(scalars):
+            sig[name] = "fp32" if isinstance(scalars[i - len(ptrs)], float) else "i32"
+        else:
+            sig[name] = "constexpr"
+    src = ASTSource(fn=fn, signature=sig, constexprs=kwargs)
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage, re.S)
+    ptx = kernel.asm["ptx"]
+    return {
+        "regs": int(found.group(1)) if found else None,
+        "stack": int(found.group(2)) if found else None,
+        "smem": kernel.metadata.shared,
+        "wgmma": "wgmma" in ptx,
+        "mma.sync": "mma.sync" in ptx,
+        **opts,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", nargs="+", default=list(CASES))
+    args = ap.parse_args()
+    print("| case | kernel | regs | stack (spills) | dynamic smem | wgmma | mma.sync | warps | stages |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.cases:
+        seen = set()
+        for fn, ptrs, scalars, kwargs in launches(*CASES[name]):
+            key = (fn.__name__, tuple(sorted(kwargs.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            r = resources(fn, ptrs, scalars, kwargs)
+            print(
+                f"| {name} | {fn.__name__} | {r['regs']} | {r['stack']} | {r['smem']} | {r['wgmma']} | "
+                f"{r['mma.sync']} | {r.get('num_warps', '')} | {r.get('num_stages', '')} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
