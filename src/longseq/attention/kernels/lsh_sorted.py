@@ -456,6 +456,8 @@ def lsh_sorted(
     if scale < 0:  # the flash kernels scale inside their max (scale > 0): the sign goes to the keys
         scale, sign = -scale, -1.0
     seed = new_seed(q.device) if dropout > 0 else None
+    # the flash kernel's call: positions = slots; its kval (the keys' validity in hashed order) is set
+    # in `_forward`, where the gather kernel writes it
     call = _Call(plan, slots, None, slots, None, None, scale, dropout, seed, None, False)
     if torch.is_grad_enabled() and (q.requires_grad or v.requires_grad):
         found = fused_base((q, v))
