@@ -54,7 +54,8 @@ _ROTATIONS: dict[tuple, torch.Tensor] = {}
 
 def rotate(qk: torch.Tensor, pattern: LSH) -> torch.Tensor:
     """qk (batch, heads, seq, head_dim) through the random rotations: (batch, heads, R, seq, rot/2),
-    by Hugging Face's einsum (the gpu backend's bucket kernel reads the same numbers)."""
+    by Hugging Face's einsum (the gpu backend's hash kernel computes the same numbers, rounded
+    alike: `kernels/lsh_sorted.py`)."""
     b, h, n, d = qk.shape
     rot = rotations(pattern, h, d, qk.dtype, qk.device)  # (h, d, R, rot/2)
     return torch.einsum("bhtd,hdrk->bhrtk", qk.detach(), rot)
