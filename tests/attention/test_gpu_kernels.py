@@ -78,6 +78,7 @@ CASES: dict[str, tuple] = {
     "lsh_short_dense": (LSH(1, 4, 32, seed=4), {"n": 30}),
     # a negative scale (its sign goes to the keys), heads of a projection laid out (b, n, h, d)
     "lsh_negative_scale_seq_major": (LSH(2, 4, 16, seed=8), {"n": 50, "scale": -0.3, "layout": "seq"}),
+    "lsh_fp16_d32_causal": (LSH(2, 8, 16, causal=True, seed=9), {"n": 70, "d": 32, "dtype": "float16"}),
 }
 
 

@@ -54,6 +54,7 @@ CALLS = {
     "local_chunks_dropout": (LocalChunks(64), 1000, torch.bfloat16, 64, 0, True, 0.1, None),
     "lsh_two_rounds_padded": (LSH(2, 16, 64, seed=0), 1000, torch.bfloat16, 64, 0, True, 0.1, None),
     "lsh_factorised_fp32": (LSH(1, (4, 8), 32, seed=1), 300, torch.float32, 64, 0, False, 0.0, None),
+    "lsh_fp16_d128_many_buckets": (LSH(1, 1024, 64, seed=2), 1000, torch.float16, 128, 0, True, 0.0, None),
     "few_rows_dense": (Dense(), 2000, torch.bfloat16, 64, 0, True, 0.0, 3),
 }  # fmt: skip
 
