@@ -22,13 +22,29 @@ from triton.testing import do_bench, do_bench_cudagraph
 
 from longseq.attention import LSH, attend
 from longseq.attention._common import len_norm, pad_seq, real_keys
-from longseq.attention.kernels.listed import cyclic_plan, listed_attention, merge_lse
+from longseq.attention.kernels.listed import cyclic_plan, listed_attention
 from longseq.attention.lsh import _self_fallback, sorted_positions
 from longseq.layers.projection import project
 
 DEV = "cuda"
 BF16 = torch.bfloat16
 H, D = 12, 64
+
+
+def merge_lse(outs: torch.Tensor, lses: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine partial softmax results along `dim` by log-sum-exp (parts that saw nothing weigh 0).
+
+    outs (..., P, ..., d), lses of the same shape without d. Returns (out, lse) with `dim` removed.
+    The weights are exp(lse - max): the largest is 1, so their sum is 0
+    (nothing seen: out 0, lse -inf) or at least 1, and clamping it at 1 only touches unseen rows.
+    """
+    m = torch.nan_to_num(lses.detach().amax(dim, keepdim=True), neginf=0.0)
+    wts = torch.exp(lses - m)
+    total = wts.sum(dim, keepdim=True)
+    denom = total.clamp_min(1.0)
+    out = (outs * (wts / denom).unsqueeze(-1)).sum(dim)
+    lse = torch.where(total.detach() > 0, m + torch.log(denom), float("-inf")).squeeze(dim)
+    return out, lse
 
 
 def previous_glue(q, v, pattern: LSH, padding, scale: float) -> torch.Tensor:
