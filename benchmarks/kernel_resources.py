@@ -25,10 +25,9 @@ from triton.compiler import ASTSource
 import longseq.attention as A
 from longseq.attention import LSH, BlockSparse, SlidingWindow, attend
 from longseq.attention.kernels import listed, lsh_sorted
+from longseq.attention.kernels.launch import signature
 
 N, H, D = 4096, 12, 64
-TYPES = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.int8: "*i8", torch.int16: "*i16",
-         torch.int32: "*i32", torch.int64: "*i64"}  # fmt: skip
 CASES = {
     "window": (SlidingWindow(512), 0),
     "window_global": (SlidingWindow(512), 1),
@@ -64,15 +63,7 @@ def launches(pattern, glob: int) -> list[tuple]:
 
 def resources(fn, ptrs, scalars, kwargs: dict) -> dict:
     opts = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
-    sig = {}
-    for i, name in enumerate(fn.arg_names):
-        if i < len(ptrs):
-            sig[name] = TYPES[ptrs[i].dtype]
-        elif i < len(ptrs) + len(scalars):
-            sig[name] = "fp32" if isinstance(scalars[i - len(ptrs)], float) else "i32"
-        else:
-            sig[name] = "constexpr"
-    src = ASTSource(fn=fn, signature=sig, constexprs=kwargs)
+    src = ASTSource(fn=fn, signature=signature(fn, ptrs, scalars), constexprs=kwargs)
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:

@@ -29,16 +29,6 @@ def _reads_a_global(X):
     tl.store(X, tl.load(X) + _EPS)
 
 
-_TYPES = {
-    torch.bfloat16: "*bf16",
-    torch.float16: "*fp16",
-    torch.float32: "*fp32",
-    torch.int8: "*i8",
-    torch.int16: "*i16",
-    torch.int32: "*i32",
-    torch.int64: "*i64",
-}
-
 # (pattern, seq, dtype, head_dim, global tokens, padded, dropout, queries (Dense: a few rows))
 CALLS = {
     "window_one_global_bf16": (SlidingWindow(128), 1024, torch.bfloat16, 64, 1, False, 0.0, None),
@@ -57,18 +47,6 @@ CALLS = {
     "lsh_fp16_d128_many_buckets": (LSH(1, 1024, 64, seed=2), 1000, torch.float16, 128, 0, True, 0.0, None),
     "few_rows_dense": (Dense(), 2000, torch.bfloat16, 64, 0, True, 0.0, 3),
 }  # fmt: skip
-
-
-def _signature(fn, ptrs: tuple, scalars: tuple) -> dict[str, str]:
-    sig = {}
-    for i, name in enumerate(fn.arg_names):
-        if i < len(ptrs):
-            sig[name] = _TYPES[ptrs[i].dtype]
-        elif i < len(ptrs) + len(scalars):
-            sig[name] = "fp32" if isinstance(scalars[i - len(ptrs)], float) else "i32"
-        else:
-            sig[name] = "constexpr"
-    return sig
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +119,14 @@ def test_the_compile_check_catches_what_the_interpreter_accepts() -> None:
 def test_kernels_compile_for_sm90(caught: dict, name: str) -> None:
     from triton.compiler import ASTSource
 
+    from longseq.attention.kernels.launch import signature
+
     launches = caught[name]
     assert launches, "the call launched no kernel"
     names = set()
     for fn, ptrs, scalars, kwargs in launches:
         opts = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
-        src = ASTSource(fn=fn, signature=_signature(fn, ptrs, scalars), constexprs=kwargs)
+        src = ASTSource(fn=fn, signature=signature(fn, ptrs, scalars), constexprs=kwargs)
         assert "ttg." in _to_ttgir(src, opts), fn.__name__  # GPU layouts assigned
         names.add(fn.__name__)
     assert {"_fwd_kernel", "_bwd_dq_kernel", "_bwd_dkdv_kernel"} <= names, names  # forward and backward

@@ -107,3 +107,28 @@ def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Const
 
 
 _DIRECT = [True]  # False once the compiled kernel's launcher turned out not to take our arguments
+
+
+_TYPES = {
+    torch.bfloat16: "*bf16",
+    torch.float16: "*fp16",
+    torch.float32: "*fp32",
+    torch.int8: "*i8",
+    torch.int16: "*i16",
+    torch.int32: "*i32",
+    torch.int64: "*i64",
+}
+
+
+def signature(fn, ptrs: tuple, scalars: tuple) -> dict[str, str]:
+    """The Triton signature of a `launch(fn, grid, ptrs, scalars, consts)`: pointer types, then
+    fp32 / i32 scalars, then the constexprs (for compiling it ahead of time, with no GPU)."""
+    sig = {}
+    for i, name in enumerate(fn.arg_names):
+        if i < len(ptrs):
+            sig[name] = _TYPES[ptrs[i].dtype]
+        elif i < len(ptrs) + len(scalars):
+            sig[name] = "fp32" if isinstance(scalars[i - len(ptrs)], float) else "i32"
+        else:
+            sig[name] = "constexpr"
+    return sig
