@@ -183,6 +183,7 @@ def correctness() -> None:
     check("window128 d32 fp16", SlidingWindow(128), 700, d=32, h=4, dtype=torch.float16, glob=True)
     check("bigbird64 d128 fp32", BlockSparse(64, 2, seed=3), 1000, d=128, h=2, dtype=torch.float32)
     check("local64 d128 bf16", LocalChunks(64, 1, 1), 900, d=128, h=4)
+    check("window256 d128 bf16 +global", SlidingWindow(256), 1000, d=128, h=4, glob=True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ def launches(pattern, glob: int) -> list[tuple]:
     """(kernel, pointers, scalars, constexprs and options) of one forward + backward call."""
     got: list[tuple] = []
 
-    def catch(fn, grid, ptrs, scalars, consts) -> None:
-        got.append((fn, ptrs, scalars, dict(consts.kwargs)))
+    def catch(fn, grid, ptrs, scalars, consts, descs=()) -> None:
+        got.append((fn, ptrs, scalars, dict(consts.kwargs), tuple(descs)))
 
     saved = listed.launch, lsh_sorted.launch, A._gpu_available
     listed.launch = lsh_sorted.launch = catch
@@ -61,9 +61,9 @@ def launches(pattern, glob: int) -> list[tuple]:
     return got
 
 
-def resources(fn, ptrs, scalars, kwargs: dict) -> dict:
-    opts = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
-    src = ASTSource(fn=fn, signature=signature(fn, ptrs, scalars), constexprs=kwargs)
+def resources(fn, ptrs, scalars, kwargs: dict, descs: tuple = ()) -> dict:
+    opts = {key: kwargs.pop(key) for key in ("num_warps", "num_stages", "maxnreg") if key in kwargs}
+    src = ASTSource(fn=fn, signature=signature(fn, ptrs, scalars, descs), constexprs=kwargs)
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -90,12 +90,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.cases:
         seen = set()
-        for fn, ptrs, scalars, kwargs in launches(*CASES[name]):
+        for fn, ptrs, scalars, kwargs, descs in launches(*CASES[name]):
             key = (fn.__name__, tuple(sorted(kwargs.items())))
             if key in seen:
                 continue
             seen.add(key)
-            r = resources(fn, ptrs, scalars, kwargs)
+            r = resources(fn, ptrs, scalars, kwargs, descs)
             print(
                 f"| {name} | {fn.__name__} | {r['regs']} | {r['stack']} | {r['smem']} | {r['wgmma']} | "
                 f"{r['mma.sync']} | {r.get('num_warps', '')} | {r.get('num_stages', '')} |",

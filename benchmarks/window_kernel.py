@@ -26,8 +26,13 @@ H, D = 12, 64
 F, DQ, DKDV = "_fwd_kernel", "_bwd_dq_kernel", "_bwd_dkdv_kernel"
 W4, W8 = {"num_warps": 4, "num_stages": 2}, {"num_warps": 8, "num_stages": 2}
 S3 = {"num_warps": 4, "num_stages": 3}
-# name -> (band walk?, tiles per kernel (query rows, key rows), launch options per kernel)
-VARIANTS: dict[str, tuple[bool, dict, dict]] = {
+R168 = {"num_warps": 4, "num_stages": 2, "maxnreg": 168}
+R128 = {"num_warps": 4, "num_stages": 2, "maxnreg": 128}
+T64 = {F: (64, 64), DQ: (64, 64), DKDV: (64, 64)}
+NO_TMA = {F: False, DQ: False, DKDV: False}
+# name -> (band walk?, tiles per kernel (query rows, key rows), launch options per kernel[, TMA loads
+# per kernel (default: all)])
+VARIANTS: dict[str, tuple] = {
     "list 64x64": (False, {}, {}),
     "band 64x64 (default)": (True, {F: (64, 64), DQ: (64, 64), DKDV: (64, 64)}, {}),
     "band bwd dq128x32 dkdv32x128 4w": (True, {F: (64, 64), DQ: (128, 32), DKDV: (32, 128)}, {}),
@@ -49,13 +54,25 @@ VARIANTS: dict[str, tuple[bool, dict, dict]] = {
     "band dq, dkdv 64x64 8w": (True, {F: (64, 64), DQ: (64, 64), DKDV: (64, 64)}, {DQ: W8, DKDV: W8}),
     "band dkdv 64x128 8w": (True, {F: (64, 64), DQ: (64, 64), DKDV: (64, 128)}, {DKDV: W8}),
     "band dq 128x64 8w": (True, {F: (64, 64), DQ: (128, 64), DKDV: (64, 64)}, {DQ: W8}),
+    "band 64x64 no TMA": (True, T64, {}, NO_TMA),
+    "band TMA fwd, dQ; dK/dV pointers": (True, T64, {}, {F: True, DQ: True, DKDV: False}),
+    "band TMA, dK/dV maxnreg 168": (True, T64, {DKDV: R168}),
+    "band no TMA, dK/dV maxnreg 168": (True, T64, {DKDV: R168}, NO_TMA),
+    "band TMA, dQ and dK/dV maxnreg 168": (True, T64, {DQ: R168, DKDV: R168}),
+    "band TMA, fwd r128, dQ r168, dK/dV r168": (True, T64, {F: R128, DQ: R168, DKDV: R168}),
+    "band TMA, fwd r128, dQ r128, dK/dV r168": (True, T64, {F: R128, DQ: R128, DKDV: R168}),
+    "band TMA fwd, dQ; fwd r128, dQ r168; dK/dV pointers": (
+        True, T64, {F: R128, DQ: R168}, {F: True, DQ: True, DKDV: False},
+    ),
+    "band TMA, fwd r128, dQ r168, dK/dV uncapped": (True, T64, {F: R128, DQ: R168}),
 }  # fmt: skip
 DEFAULT = "band 64x64 (default)"
 
 
 def use(name: str) -> None:
-    band, tiles, launch = VARIANTS[name]
+    band, tiles, launch, *tma = VARIANTS[name]
     listed.tune_band(tiles or VARIANTS[DEFAULT][1], launch, band=band)
+    listed.TMA.update(tma[0] if tma else {F: True, DQ: True, DKDV: True})
 
 
 def inputs(n: int, glob: bool, seed: int = 0):
@@ -144,12 +161,15 @@ def main() -> None:
     with open(os.path.join(os.environ.get("OUT", "/tmp"), "window_kernel.json"), "w") as f:
         json.dump(rows, f, indent=1)
     flex_ms = {(r["n"], r["mode"]): r["ms"] for r in rows if r["impl"] == "flex"}
-    print("\n| n | mode | impl | GPU-only ms | do_bench ms | Flex ms / do_bench ms |")
-    print("|---|---|---|---|---|---|")
+    flex_graph = {(r["n"], r["mode"]): r["graph_ms"] for r in rows if r["impl"] == "flex"}
+    print("\n| n | mode | impl | GPU-only ms | do_bench ms | Flex / longseq, GPU-only | do_bench |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        f = flex_ms.get((r["n"], r["mode"]))
+        f, fg = flex_ms.get((r["n"], r["mode"])), flex_graph.get((r["n"], r["mode"]))
         ratio = f"{f / r['ms']:.2f}x" if f and r["impl"] != "flex" else ""
-        print(f"| {r['n']} | {r['mode']} | {r['impl']} | {r['graph_ms']:.4f} | {r['ms']:.4f} | {ratio} |")
+        gratio = f"{fg / r['graph_ms']:.2f}x" if fg and r["impl"] != "flex" else ""
+        times = f"{r['graph_ms']:.4f} | {r['ms']:.4f}"
+        print(f"| {r['n']} | {r['mode']} | {r['impl']} | {times} | {gratio} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -537,6 +537,62 @@ def _check_along_vs_apart(name: str) -> dict:
     }
 
 
+# The band kernels' TMA loads (`listed.TMA`: 16-bit inputs, contiguous tiles through descriptors,
+# rows past the sequence read as 0) against their pointer loads: the same numbers, with padding, global
+# tokens, causal and dilated windows, projection views and dropout, in bf16 and fp16; and the three
+# kernels took the descriptors. ("fp16" cases with d = 24 would not: head_dim must be a power of two.)
+TMA_VS_POINTER: dict[str, tuple] = {
+    "tma_window_band_global_bf16": (
+        SlidingWindow(300), {"n": 333, "h": 1, "glob": True, "pad": "some", "dtype": "bfloat16"},
+    ),
+    "tma_window_causal_fp16_d32_nopad": (
+        SlidingWindow(200, causal=True), {"n": 250, "d": 32, "pad": "absent", "dtype": "float16"},
+    ),
+    "tma_window_fused_global_bf16": (
+        SlidingWindow(100), {"n": 150, "glob": 3, "layout": "fused", "dtype": "bfloat16"},
+    ),
+    "tma_window_dilated_seq_dropout_fp16": (
+        SlidingWindow(40, dilation=2), {"n": 130, "layout": "seq", "dtype": "float16", "drop": 0.2},
+    ),
+}  # fmt: skip
+
+
+def _check_tma_vs_pointer(name: str) -> dict:
+    from longseq.attention.kernels import listed
+
+    pattern, opts = TMA_VS_POINTER[name]
+    opts = dict(opts)
+    p = opts.pop("drop", 0.0)
+    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    fused = opts.get("layout") == "fused"  # views of one leaf: its gradient
+    ins = [q._base] if fused else [t.requires_grad_(True) for t in (q, k, v)]
+    go = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(q.dtype)
+    taken: list[tuple[str, bool]] = []
+    original = listed._tma
+
+    def spy(plan, kernel, d, *xs):
+        got = original(plan, kernel, d, *xs)
+        taken.append((kernel.__name__, got))
+        return got
+
+    runs = {}
+    listed._tma = spy
+    saved = dict(listed.TMA)
+    try:
+        for label, on in (("pointer", False), ("tma", True)):
+            listed.TMA.update(dict.fromkeys(saved, on))
+            out = _gpu(pattern, q, k, v, padding, global_mask, p, seed=5)
+            runs[label] = [out, *_grads(out, ins, go)]
+    finally:
+        listed.TMA.update(saved)
+        listed._tma = original
+    return {
+        "tma_kernels": sorted({k for k, on in taken if on}),
+        "nan": any(bool(t.isnan().any()) for t in runs["tma"]),
+        "diff": max(_rel(a, b) for a, b in zip(runs["tma"], runs["pointer"], strict=True)),
+    }
+
+
 # LSH's hash kernel (`lsh_sorted.sort_keys`: rotation and argmax in one) against torch's einsum and
 # argmax (`hash_buckets`): equal, padding in the extra bucket, ties (zero rows) to the first index;
 # (pattern, batch, heads, seq, dtype)
@@ -668,6 +724,14 @@ def test_band_walk_equals_the_listed_walk(results: dict, name: str) -> None:
     assert res["band"] <= 1e-6 and res["band_tiles"] <= 1e-6, res
 
 
+@pytest.mark.parametrize("name", sorted(TMA_VS_POINTER))
+def test_band_kernels_tma_loads_equal_pointer_loads(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    assert res["tma_kernels"] == ["_bwd_dkdv_kernel", "_bwd_dq_kernel", "_fwd_kernel"], res
+    assert not res["nan"] and res["diff"] == 0.0, res
+
+
 @pytest.mark.parametrize("name", sorted(ALONG_VS_APART))
 def test_rows_in_the_main_launches_equal_their_own_launches(results: dict, name: str) -> None:
     res = results[name]
@@ -702,6 +766,43 @@ def test_gpu_backend_on_cpu_raises() -> None:
     q = torch.randn(1, 1, 8, 16)
     with pytest.raises(ValueError, match="gpu"):
         attend(q, q, q, SlidingWindow(2), backend="gpu")
+
+
+def test_tma_descriptors_are_triton_s_own() -> None:
+    """The band kernels' descriptors skip TensorDescriptor's checks (`listed._descriptor`): for every
+    input `_tma` lets through, Triton's own constructor accepts it and makes the same fields; the
+    inputs it refuses are the ones TMA cannot read."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from longseq.attention.kernels import _flash, listed
+
+    plan = listed.window_plan(300, 64, False, torch.device("cpu"), 64, 64)
+    base = torch.randn(2, 300, 3 * 4 * 64).to(torch.bfloat16)
+    fused = base.view(2, 300, 3, 4, 64)[:, :, 1].transpose(1, 2)  # heads of a projection
+    ok = {
+        "contiguous": torch.randn(2, 4, 300, 64).to(torch.float16),
+        "fused": fused,
+        "seq_major": torch.randn(2, 300, 4, 32).to(torch.bfloat16).transpose(1, 2),
+    }
+    for name, x in ok.items():
+        assert listed._tma(plan, _flash._fwd_kernel, x.shape[-1], x), name
+        got, want = (
+            listed._descriptor(x, [1, 1, 64, x.shape[-1]]),
+            TensorDescriptor.from_tensor(x, [1, 1, 64, x.shape[-1]]),
+        )
+        assert got.base is want.base and got.shape == list(want.shape) and got.strides == list(want.strides)
+        assert got.block_shape == want.block_shape and got.padding == want.padding, name
+    refused = {
+        "fp32": torch.randn(2, 4, 300, 64),
+        "row stride off 16 bytes": torch.randn(2, 4, 300, 68).to(torch.bfloat16)[..., :64],
+        "misaligned base": torch.randn(2 * 4 * 300 * 64 + 1).to(torch.bfloat16)[1:].view(2, 4, 300, 64),
+        "head_dim 24": torch.randn(2, 4, 300, 24).to(torch.bfloat16),
+        "broadcast": torch.randn(1, 4, 300, 64).to(torch.bfloat16).expand(2, 4, 300, 64),
+    }
+    for name, x in refused.items():
+        assert not listed._tma(plan, _flash._fwd_kernel, x.shape[-1], x), name
+    listed_plan = listed.split_plan(300, 300, torch.device("cpu"), 64)  # not a band: pointer loads
+    assert not listed._tma(listed_plan, _flash._fwd_kernel, 64, ok["contiguous"])
 
 
 def test_views_past_int32_offsets_are_copied() -> None:
@@ -745,6 +846,7 @@ if __name__ == "__main__":
     checks |= {name: _check_projected for name in PROJECTED}
     checks |= {name: _check_along_vs_apart for name in ALONG_VS_APART}
     checks |= {name: _check_buckets for name in BUCKETS}
+    checks |= {name: _check_tma_vs_pointer for name in TMA_VS_POINTER}
     for i, case in enumerate(sorted(checks)):
         if i % 2 == part:
             try:

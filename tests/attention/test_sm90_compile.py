@@ -39,6 +39,7 @@ CALLS = {
     "window_keys_only_dropout": (
         SlidingWindow(128, global_rows=False), 1000, torch.bfloat16, 64, 3, False, 0.1, None
     ),
+    "window_d128_bf16_tma": (SlidingWindow(256), 700, torch.bfloat16, 128, 2, True, 0.0, None),
     "window_rows_apart_past_16k": (SlidingWindow(256), 17000, torch.bfloat16, 64, 1, False, 0.0, None),
     "block_sparse_d128_dropout": (BlockSparse(64, 3, seed=0), 2048, torch.bfloat16, 128, 0, True, 0.1, None),
     "local_chunks_dropout": (LocalChunks(64), 1000, torch.bfloat16, 64, 0, True, 0.1, None),
@@ -59,8 +60,8 @@ def caught() -> dict[str, list[tuple]]:
     got: dict[str, list[tuple]] = {}
     current: list[tuple] = []
 
-    def catch(fn, grid, ptrs, scalars, consts) -> None:
-        current.append((fn, tuple(ptrs), tuple(scalars), dict(consts.kwargs)))
+    def catch(fn, grid, ptrs, scalars, consts, descs=()) -> None:
+        current.append((fn, tuple(ptrs), tuple(scalars), dict(consts.kwargs), tuple(descs)))
 
     saved = listed.launch, lsh_sorted.launch, A._gpu_available
     listed.launch = lsh_sorted.launch = catch
@@ -124,9 +125,9 @@ def test_kernels_compile_for_sm90(caught: dict, name: str) -> None:
     launches = caught[name]
     assert launches, "the call launched no kernel"
     names = set()
-    for fn, ptrs, scalars, kwargs in launches:
-        opts = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
-        src = ASTSource(fn=fn, signature=signature(fn, ptrs, scalars), constexprs=kwargs)
+    for fn, ptrs, scalars, kwargs, descs in launches:
+        opts = {key: kwargs.pop(key) for key in ("num_warps", "num_stages", "maxnreg") if key in kwargs}
+        src = ASTSource(fn=fn, signature=signature(fn, ptrs, scalars, descs), constexprs=kwargs)
         assert "ttg." in _to_ttgir(src, opts), fn.__name__  # GPU layouts assigned
         names.add(fn.__name__)
     assert {"_fwd_kernel", "_bwd_dq_kernel", "_bwd_dkdv_kernel"} <= names, names  # forward and backward

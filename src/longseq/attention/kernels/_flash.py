@@ -26,8 +26,13 @@ nothing sizes a tensor from a device value:
 
 Layouts: q, k, v, o, do, dq, dk, dv are (batch, heads, rows, head_dim) with any batch / head / row
 strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32, indexed by row
-position. Pointers come first in every signature, then floats, then ints, then constexprs (the lean
-launcher in `launch.py` relies on that order).
+position. Pointers come first in every signature, then TMA descriptors, then floats, then ints, then
+constexprs (the lean launcher in `launch.py` relies on that order).
+
+TMA (with BAND): the band's contiguous tiles of q, k, v (forward, dQ) and of q, dO (dK / dV) are
+loaded through host-made descriptors QD, KD, VD, DOD of the whole (batch, heads, rows, head_dim)
+tensors (`_tma_rows`), which frees the loads' per-element address registers; rows past the sequence
+read as 0, as the masked loads do. Without TMA the descriptor arguments are placeholders.
 """
 
 # ruff: noqa: SIM108  (if / else on constexpr flags reads best in Triton kernels)
@@ -156,21 +161,33 @@ def _rows_load(ptr, rok, dok, BOUND: tl.constexpr, EVEN_D: tl.constexpr):
 
 
 @triton.jit
+def _tma_rows(desc, b, h, r0, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rows [r0, r0 + ROWS) of (batch b, head h) through a TMA descriptor of the whole (batch, heads,
+    rows, head_dim) tensor (block [1, 1, ROWS, BLOCK_D]); rows past the sequence read as 0."""
+    return desc.load([b, h, r0, 0]).reshape(ROWS, BLOCK_D)
+
+
+@triton.jit
 def _key_tile(
-    q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
+    q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, kd, vd, tb, th, k0,
     BOUND: tl.constexpr, WIN: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr,
     NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, TMA: tl.constexpr,
 ):  # fmt: skip
     """A key tile against the query tile: (k, v, unscaled scores, ok). kp, vp, kvp, pp: the (batch,
     head) bases of K, V, KVAL, POS. WIN: test each pair (window / causal / self); else ok is only the
-    key's validity (a band's whole tiles)."""
+    key's validity (a band's whole tiles). TMA: k, v through the descriptors kd, vd (batch tb, head
+    th, contiguous rows from k0)."""
     if BOUND:
         kval = tl.load(kvp + kcols, kok, 0) != 0
     else:
         kval = tl.load(kvp + kcols) != 0
-    k = _rows_load(kp + kcols[:, None] * skn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
-    v = _rows_load(vp + kcols[:, None] * svn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
+    if TMA:
+        k = _tma_rows(kd, tb, th, k0, kcols.shape[0], offs_d.shape[0])
+        v = _tma_rows(vd, tb, th, k0, kcols.shape[0], offs_d.shape[0])
+    else:
+        k = _rows_load(kp + kcols[:, None] * skn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
+        v = _rows_load(vp + kcols[:, None] * svn + offs_d[None, :], kok, dok, BOUND, EVEN_D)
     s = _dot(q, tl.trans(k), PREC, UPCAST)
     if WIN:
         if HAS_POS:
@@ -186,15 +203,16 @@ def _key_tile(
 @triton.jit
 def _fwd_tile(
     q, qpos, m_i, l_i, acc, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, qk_scale, thr,
+    kd, vd, tb, th, k0,
     BOUND: tl.constexpr, WIN: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr,
     NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, KALL: tl.constexpr,
-    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, TMA: tl.constexpr,
 ):  # fmt: skip
     """One key tile of the forward pass (`_key_tile`); with KALL (every key valid) and not WIN, no
     mask at all."""
     k, v, s, ok = _key_tile(
-        q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, BOUND, WIN, WINDOW, CAUSAL,
-        NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST,
+        q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, kd, vd, tb, th, k0, BOUND, WIN,
+        WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST, TMA,
     )  # fmt: skip
     if DROP:
         keep = _keep(hr[:, None], kcols[None, :], thr)
@@ -206,15 +224,15 @@ def _fwd_tile(
 @triton.jit
 def _dq_tile(
     q, do, qpos, lse2, delta, dq, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, qk_scale,
-    rdrop, thr,
+    rdrop, thr, kd, vd, tb, th, k0,
     BOUND: tl.constexpr, WIN: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr,
     NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, KALL: tl.constexpr,
-    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, TMA: tl.constexpr,
 ):  # fmt: skip
     """One key tile of dQ (unscaled), as `_fwd_tile`."""
     k, v, s, ok = _key_tile(
-        q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, BOUND, WIN, WINDOW, CAUSAL,
-        NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST,
+        q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, kd, vd, tb, th, k0, BOUND, WIN,
+        WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST, TMA,
     )  # fmt: skip
     s = s * qk_scale
     if WIN or not KALL:
@@ -251,7 +269,7 @@ def _query_rows(
 @triton.jit
 def _fwd_body(
     w, z,
-    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT,
+    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT, QD, KD, VD,
     qk_scale, rdrop,
     half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
@@ -263,7 +281,7 @@ def _fwd_body(
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
-    KALL: tl.constexpr, RSKIP: tl.constexpr,
+    KALL: tl.constexpr, RSKIP: tl.constexpr, TMA: tl.constexpr,
 ):  # fmt: skip
     """Work item w of (batch, head) z. DROP: attention dropout (see dropout.py), kept weights scaled
     by rdrop = 1 / (1 - p). ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O /
@@ -276,9 +294,12 @@ def _fwd_body(
     )
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
-    q = tl.load(
-        Q + b * sqb + h * sqh + qidx[:, None] * sqn + offs_d[None, :], qok[:, None] & dok[None, :], 0.0
-    )
+    if TMA:  # (BAND: the tile's rows are contiguous)
+        q = _tma_rows(QD, b, h, w * BLOCK_M, BLOCK_M, BLOCK_D)
+    else:
+        q = tl.load(
+            Q + b * sqb + h * sqh + qidx[:, None] * sqn + offs_d[None, :], qok[:, None] & dok[None, :], 0.0
+        )
     if HAS_POS:
         qpos = tl.load(POS + b * s_pb + h * s_ph + qidx, qok, 0)
     else:
@@ -301,8 +322,8 @@ def _fwd_body(
                 kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
                 m_i, l_i, acc = _fwd_tile(
                     q, qpos, m_i, l_i, acc, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d, dok,
-                    half, qk_scale, thr, part != 1, part != 1, WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL,
-                    DROP, PREC, UPCAST,
+                    half, qk_scale, thr, KD, VD, b, h, kt * BLOCK_N, part != 1, part != 1, WINDOW, CAUSAL,
+                    NO_SELF, HAS_POS, EVEN_D, KALL, DROP, PREC, UPCAST, TMA,
                 )  # fmt: skip
     else:
         lbase = LIST + h * s_lh + w * WD
@@ -310,8 +331,8 @@ def _fwd_body(
             kcols, kok = _tile_rows(tl.load(lbase + e), KS, KSUB, NKSUB, BLOCK_N, NK)
             m_i, l_i, acc = _fwd_tile(
                 q, qpos, m_i, l_i, acc, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
-                qk_scale, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, False, False, DROP, PREC,
-                UPCAST,
+                qk_scale, thr, KD, VD, b, h, 0, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, False, False,
+                DROP, PREC, UPCAST, False,
             )  # fmt: skip
     if HAS_X:  # in blocks of BLOCK_X (<= BLOCK_N) keys: few global tokens cost little
         xcnt = tl.load(XCNT + b)
@@ -360,7 +381,7 @@ def _fwd_body(
 @triton.jit
 def _fwd_kernel(
     Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED,
-    RO, RLSE, RW_QT, RLIST, RSLOT,
+    RO, RLSE, RW_QT, RLIST, RSLOT, QD, KD, VD,
     qk_scale, rdrop,
     half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
@@ -373,6 +394,7 @@ def _fwd_kernel(
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr, ALONG: tl.constexpr, RSKIP: tl.constexpr, R_BM: tl.constexpr, R_BN: tl.constexpr,
+    TMA: tl.constexpr,
 ):  # fmt: skip
     """The forward pass (`_fwd_body`): a (work item, batch * head) grid; or, with ALONG, a 1-D grid
     whose first NRP * BH programs are the work items of a split plan of `Rows` (RW_QT, RLIST: rows
@@ -384,6 +406,7 @@ def _fwd_kernel(
             _fwd_body(
                 pid // BH, pid % BH,
                 Q, K, V, RO, RLSE, KVAL, QVAL, POS, K, V, XIDX, XCNT, QIDX, QCNT, RW_QT, RLIST, SEED, RSLOT,
+                QD, KD, VD,
                 qk_scale, rdrop,
                 0, H, NQ, NK, 0, NR, RWD, RNO, thr, 0,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, srob, sroh, sron,
@@ -391,13 +414,14 @@ def _fwd_kernel(
                 s_rsb,
                 D, BLOCK_D, R_BM, R_BN, R_BM, R_BM, 1, R_BN, R_BN, 1,
                 False, False, False, False, HAS_QVAL, False, True, 16,
-                DROP, PREC, UPCAST, False, False, False, False,
+                DROP, PREC, UPCAST, False, False, False, False, False,
             )  # fmt: skip
         else:
             p = pid - NRP * BH
             _fwd_body(
                 p % NMAIN, p // NMAIN,
                 Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT,
+                QD, KD, VD,
                 qk_scale, rdrop,
                 half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
@@ -405,12 +429,13 @@ def _fwd_kernel(
                 s_wh, s_lh, s_rsb,
                 D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
                 WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
-                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP,
+                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA,
             )  # fmt: skip
     else:
         _fwd_body(
             tl.program_id(0), tl.program_id(1),
             Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT,
+            QD, KD, VD,
             qk_scale, rdrop,
             half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
             sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
@@ -418,7 +443,7 @@ def _fwd_kernel(
             s_lh, s_rsb,
             D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
             WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
-            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP,
+            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA,
         )  # fmt: skip
 
 
@@ -475,7 +500,7 @@ def _merge_kernel(
 def _bwd_dq_body(
     w, z,
     Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT, W_QT, LIST,
-    SEED, RSLOT,
+    SEED, RSLOT, QD, KD, VD, DOD,
     qk_scale, scale, rdrop,
     half, H, NQ, NK, NX, NR, WD, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
@@ -486,7 +511,7 @@ def _bwd_dq_body(
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_X: tl.constexpr, ROWS: tl.constexpr, HAS_DLSE: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
-    KALL: tl.constexpr, RSKIP: tl.constexpr,
+    KALL: tl.constexpr, RSKIP: tl.constexpr, TMA: tl.constexpr,
 ):  # fmt: skip
     """dQ of work item w of (batch, head) z. DROP: dP of a dropped pair is 0, of a kept one dP * rdrop;
     delta = rowsum(dO * O) holds as is. Also writes delta = rowsum(dO * O) - dLSE for the dK / dV
@@ -500,8 +525,12 @@ def _bwd_dq_body(
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
     qmask = qok[:, None] & dok[None, :]
-    q = tl.load(Q + b * sqb + h * sqh + qidx[:, None] * sqn + offs_d[None, :], qmask, 0.0)
-    do = tl.load(DO + b * sdob + h * sdoh + qidx[:, None] * sdon + offs_d[None, :], qmask, 0.0)
+    if TMA:  # (BAND: the tile's rows are contiguous)
+        q = _tma_rows(QD, b, h, w * BLOCK_M, BLOCK_M, BLOCK_D)
+        do = _tma_rows(DOD, b, h, w * BLOCK_M, BLOCK_M, BLOCK_D)
+    else:
+        q = tl.load(Q + b * sqb + h * sqh + qidx[:, None] * sqn + offs_d[None, :], qmask, 0.0)
+        do = tl.load(DO + b * sdob + h * sdoh + qidx[:, None] * sdon + offs_d[None, :], qmask, 0.0)
     o = tl.load(O + b * sob + h * soh + qidx[:, None] * son + offs_d[None, :], qmask, 0.0)
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
     if HAS_DLSE:
@@ -533,8 +562,8 @@ def _bwd_dq_body(
                 kcols = kt * BLOCK_N + tl.arange(0, BLOCK_N)
                 dq = _dq_tile(
                     q, do, qpos, lse2, delta, dq, hr, kcols, kcols < NK, kp, vp, kvp, pp, skn, svn, offs_d,
-                    dok, half, qk_scale, rdrop, thr, part != 1, part != 1, WINDOW, CAUSAL, NO_SELF, HAS_POS,
-                    EVEN_D, KALL, DROP, PREC, UPCAST,
+                    dok, half, qk_scale, rdrop, thr, KD, VD, b, h, kt * BLOCK_N, part != 1, part != 1,
+                    WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, KALL, DROP, PREC, UPCAST, TMA,
                 )  # fmt: skip
     else:
         lbase = LIST + h * s_lh + w * WD
@@ -542,8 +571,8 @@ def _bwd_dq_body(
             kcols, kok = _tile_rows(tl.load(lbase + e), KS, KSUB, NKSUB, BLOCK_N, NK)
             dq = _dq_tile(
                 q, do, qpos, lse2, delta, dq, hr, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half,
-                qk_scale, rdrop, thr, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, False, False, DROP, PREC,
-                UPCAST,
+                qk_scale, rdrop, thr, KD, VD, b, h, 0, True, True, WINDOW, CAUSAL, NO_SELF, HAS_POS, False,
+                False, DROP, PREC, UPCAST, False,
             )  # fmt: skip
     if HAS_X:
         xcnt = tl.load(XCNT + b)
@@ -588,7 +617,7 @@ def _bwd_dq_body(
 @triton.jit
 def _bwd_dq_kernel(
     Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT, W_QT, LIST,
-    SEED, RDQ, RW_QT, RLIST, RSLOT,
+    SEED, RDQ, RW_QT, RLIST, RSLOT, QD, KD, VD, DOD,
     qk_scale, scale, rdrop,
     half, H, NQ, NK, NX, NR, WD, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
@@ -601,6 +630,7 @@ def _bwd_dq_kernel(
     HAS_X: tl.constexpr, ROWS: tl.constexpr, HAS_DLSE: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr, ALONG: tl.constexpr, RSKIP: tl.constexpr, R_BM: tl.constexpr, R_BN: tl.constexpr,
+    TMA: tl.constexpr,
 ):  # fmt: skip
     """dQ (`_bwd_dq_body`), on the grid of `_fwd_kernel`: with ALONG, the `Rows`' split plan first
     (partial dQ into RDQ), then the main plan's work items."""
@@ -610,7 +640,7 @@ def _bwd_dq_kernel(
             _bwd_dq_body(
                 pid // BH, pid % BH,
                 Q, K, V, O, DO, LSE, DLSE, DELTA, RDQ, KVAL, POS, K, V, XIDX, XCNT, DKX, DVX, QIDX, QCNT,
-                RW_QT, RLIST, SEED, RSLOT,
+                RW_QT, RLIST, SEED, RSLOT, QD, KD, VD, DOD,
                 qk_scale, scale, rdrop,
                 0, H, NQ, NK, 0, NR, RWD, thr, 0,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon,
@@ -618,14 +648,14 @@ def _bwd_dq_kernel(
                 s_kvb, s_kvh, 0, 0, skb, skh, skn, svb, svh, svn, 0, s_rib, 0, 0, s_rsb,
                 D, BLOCK_D, R_BM, R_BN, R_BM, R_BM, 1, R_BN, R_BN, 1,
                 False, False, False, False, False, True, HAS_DLSE, 16,
-                DROP, PREC, UPCAST, False, False, False, False,
+                DROP, PREC, UPCAST, False, False, False, False, False,
             )  # fmt: skip
         else:
             p = pid - NRP * BH
             _bwd_dq_body(
                 p % NMAIN, p // NMAIN,
                 Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT,
-                W_QT, LIST, SEED, RSLOT,
+                W_QT, LIST, SEED, RSLOT, QD, KD, VD, DOD,
                 qk_scale, scale, rdrop,
                 half, H, NQ, NK, NX, NR, WD, thr, xoff,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon,
@@ -633,36 +663,43 @@ def _bwd_dq_kernel(
                 s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh, s_rsb,
                 D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
                 WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_X, ROWS, HAS_DLSE, BLOCK_X,
-                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP,
+                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA,
             )  # fmt: skip
     else:
         _bwd_dq_body(
             tl.program_id(0), tl.program_id(1),
             Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, KVAL, POS, KX, VX, XIDX, XCNT, DKX, DVX, QIDX, QCNT,
-            W_QT, LIST, SEED, RSLOT,
+            W_QT, LIST, SEED, RSLOT, QD, KD, VD, DOD,
             qk_scale, scale, rdrop,
             half, H, NQ, NK, NX, NR, WD, thr, xoff,
             sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
             s_kvb, s_kvh, s_pb, s_ph, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, s_rib, s_wh, s_lh, s_rsb,
             D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
             WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_X, ROWS, HAS_DLSE, BLOCK_X,
-            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP,
+            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA,
         )  # fmt: skip
 
 
 @triton.jit
 def _dkdv_step(
     Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn, sdob, sdoh,
-    sdon, offs_d, dok, qk_scale, rdrop, thr, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    BOUND: tl.constexpr, EVEN_D: tl.constexpr, MASK: tl.constexpr,
+    sdon, offs_d, dok, qk_scale, rdrop, thr, QD, DOD, q0, DROP: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr, BOUND: tl.constexpr, EVEN_D: tl.constexpr, MASK: tl.constexpr, TMA: tl.constexpr,
 ):  # fmt: skip
     """One query tile's share of a key tile's dK, dV; ok (N, M): which (key, query) pairs count.
     BOUND False: every row in qrows is a row of the sequence (a band's interior: unmasked loads);
-    MASK False: every pair counts (ok unused)."""
-    q = _rows_load(Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qok, dok, BOUND, EVEN_D)
-    do = _rows_load(
-        DO + b * sdob + h * sdoh + qrows[:, None] * sdon + offs_d[None, :], qok, dok, BOUND, EVEN_D
-    )
+    MASK False: every pair counts (ok unused). TMA: q, do through the descriptors QD, DOD (contiguous
+    rows from q0)."""
+    if TMA:
+        q = _tma_rows(QD, b, h, q0, qrows.shape[0], offs_d.shape[0])
+        do = _tma_rows(DOD, b, h, q0, qrows.shape[0], offs_d.shape[0])
+    else:
+        q = _rows_load(
+            Q + b * sqb + h * sqh + qrows[:, None] * sqn + offs_d[None, :], qok, dok, BOUND, EVEN_D
+        )
+        do = _rows_load(
+            DO + b * sdob + h * sdoh + qrows[:, None] * sdon + offs_d[None, :], qok, dok, BOUND, EVEN_D
+        )
     do = do.to(q.dtype)
     if BOUND:
         lse = tl.load(LSE + z * NQ + qrows, qok, float("-inf"))
@@ -691,7 +728,7 @@ def _dkdv_step(
 @triton.jit
 def _bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, KVAL, POS, QIDX, QCNT, XSLOT, DKX, DVX,
-    W_QT, T_START, T_COUNT, T_LIST, SEED,
+    W_QT, T_START, T_COUNT, T_LIST, SEED, QD, DOD,
     qk_scale, scale, rdrop,
     half, H, NQ, NK, NR, NX, thr,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
@@ -702,7 +739,7 @@ def _bwd_dkdv_kernel(
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_XQ: tl.constexpr, HAS_XSLOT: tl.constexpr, BLOCK_R: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
-    KALL: tl.constexpr,
+    KALL: tl.constexpr, TMA: tl.constexpr,
 ):  # fmt: skip
     kt = tl.program_id(0)
     z = tl.program_id(1)
@@ -736,8 +773,8 @@ def _bwd_dkdv_kernel(
                     )
                 dk, dv = _dkdv_step(
                     Q, DO, LSE, DELTA, SEED, qrows, qrows < NQ, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb,
-                    sqh, sqn, sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST,
-                    part != 1, EVEN_D, part != 1 or not KALL,
+                    sqh, sqn, sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, QD, DOD, qt * BLOCK_M,
+                    DROP, PREC, UPCAST, part != 1, EVEN_D, part != 1 or not KALL, TMA,
                 )  # fmt: skip
     else:
         start = tl.load(T_START + h * s_th + kt)
@@ -753,7 +790,8 @@ def _bwd_dkdv_kernel(
             ok = _visible(qpos[None, :], kpos[:, None], kval[:, None], half, WINDOW, CAUSAL, NO_SELF)
             dk, dv = _dkdv_step(
                 Q, DO, LSE, DELTA, SEED, qrows, qok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
-                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, False, True,
+                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, QD, DOD, 0, DROP, PREC, UPCAST, True,
+                False, True, False,
             )  # fmt: skip
     if HAS_XSLOT:
         xs_slot = tl.load(XSLOT + b * s_xsb + kcols, kok, -1)
@@ -774,7 +812,8 @@ def _bwd_dkdv_kernel(
                 ok = ok & ~_visible(qrows[None, :], kcols[:, None], ok, half, WINDOW, CAUSAL, NO_SELF)
             dk, dv = _dkdv_step(
                 Q, DO, LSE, DELTA, SEED, qrows, sok, ok, kcols, k, v, dk, dv, b, h, z, NQ, sqb, sqh, sqn,
-                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, DROP, PREC, UPCAST, True, False, True,
+                sdob, sdoh, sdon, offs_d, dok, qk_scale, rdrop, thr, QD, DOD, 0, DROP, PREC, UPCAST, True,
+                False, True, False,
             )  # fmt: skip
     dk = dk * scale
     if HAS_XSLOT:  # global keys: what the dQ kernel summed for them by atomics

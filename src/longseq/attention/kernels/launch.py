@@ -68,42 +68,45 @@ _DATA_PTR = torch.Tensor.data_ptr
 _DTYPE = operator.attrgetter("dtype")
 
 
-def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Consts) -> None:
-    """fn[grid](*ptrs, *scalars, **consts.kwargs), through the compiled kernel once it is known.
+def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Consts, descs: tuple = ()) -> None:
+    """fn[grid](*ptrs, *descs, *scalars, **consts.kwargs), through the compiled kernel once it is known.
 
-    ptrs: the tensor arguments (they open every signature); scalars: the float and int ones. A call
-    with any tensor off 16-byte alignment always goes through Triton (it specialises on that)."""
+    ptrs: the tensor arguments (they open every signature); descs: the TMA descriptor arguments that
+    follow them (`TensorDescriptor`s of tensors among ptrs, or placeholder tensors where the kernel's
+    constexprs leave them unused; both are fixed by the constexprs and ptrs' dtypes); scalars: the
+    float and int ones. A call with any tensor off 16-byte alignment always goes through Triton (it
+    specialises on that)."""
     if _INTERPRET or grid[0] == 0 or grid[1] == 0:
         if grid[0] and grid[1]:
-            fn[grid](*ptrs, *scalars, **consts.kwargs)
+            fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
         return
     # (map and reduce rather than generators: this runs on every launch, and the calls are host-bound)
     aligned = not functools.reduce(operator.or_, map(_DATA_PTR, ptrs)) & 15
     key = (consts.key, tuple(map(_DTYPE, ptrs)), scalars)
     kernel = _COMPILED.get(key) if aligned else None
     if kernel is None:
-        assert len(ptrs) + len(scalars) == consts.n_args, f"arguments for {consts.n_args} parameters"
-        kernel = fn[grid](*ptrs, *scalars, **consts.kwargs)
+        assert len(ptrs) + len(descs) + len(scalars) == consts.n_args, f"{consts.n_args} parameters"
+        kernel = fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
         if aligned:
             if len(_COMPILED) > 4096:
                 _COMPILED.clear()
             _COMPILED[key] = kernel
         return
     if not _DIRECT[0]:
-        fn[grid](*ptrs, *scalars, **consts.kwargs)
+        fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
         return
     stream = torch._C._cuda_getCurrentRawStream(ptrs[0].get_device())
     try:
         kernel.run(  # type: ignore[attr-defined]
             grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None, None, None,  # type: ignore[attr-defined]
-            *ptrs, *scalars, *consts.values,
+            *ptrs, *descs, *scalars, *consts.values,
         )  # fmt: skip
     except (TypeError, AttributeError) as e:  # another Triton's launcher: use Triton's own path from now on
         warnings.warn(
             f"the lean Triton launch does not fit this Triton ({e}); launching through Triton", stacklevel=2
         )
         _DIRECT[0] = False
-        fn[grid](*ptrs, *scalars, **consts.kwargs)
+        fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
 
 
 _DIRECT = [True]  # False once the compiled kernel's launcher turned out not to take our arguments
@@ -120,15 +123,21 @@ _TYPES = {
 }
 
 
-def signature(fn, ptrs: tuple, scalars: tuple) -> dict[str, str]:
-    """The Triton signature of a `launch(fn, grid, ptrs, scalars, consts)`: pointer types, then
-    fp32 / i32 scalars, then the constexprs (for compiling it ahead of time, with no GPU)."""
+def signature(fn, ptrs: tuple, scalars: tuple, descs: tuple = ()) -> dict[str, str]:
+    """The Triton signature of a `launch(fn, grid, ptrs, scalars, consts, descs)`: pointer types, TMA
+    descriptor types, then fp32 / i32 scalars, then the constexprs (for compiling it ahead of time,
+    with no GPU)."""
+    args = (*ptrs, *descs)
     sig = {}
     for i, name in enumerate(fn.arg_names):
-        if i < len(ptrs):
-            sig[name] = _TYPES[ptrs[i].dtype]
-        elif i < len(ptrs) + len(scalars):
-            sig[name] = "fp32" if isinstance(scalars[i - len(ptrs)], float) else "i32"
+        if i < len(args):
+            x = args[i]
+            if isinstance(x, torch.Tensor):
+                sig[name] = _TYPES[x.dtype]
+            else:  # a TensorDescriptor
+                sig[name] = f"tensordesc<{_TYPES[x.base.dtype][1:]}[{', '.join(map(str, x.block_shape))}]>"
+        elif i < len(args) + len(scalars):
+            sig[name] = "fp32" if isinstance(scalars[i - len(args)], float) else "i32"
         else:
             sig[name] = "constexpr"
     return sig

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._common import fused_base
 from ..global_tokens import write_rows_
@@ -113,6 +114,8 @@ class Plan:
                 bm, bn = BAND_TILES[kernel.__name__]
                 qt, kt = Tiling(bm, bm, 1, bm), Tiling(bn, bn, 1, bn)
                 opts = BAND_LAUNCH.get(kernel.__name__)
+                if opts is None and flags[-1] and not _INTERPRET:  # TMA (the last flag of each kernel)
+                    opts = TMA_LAUNCH.get(kernel.__name__)
             kw = dict(
                 D=d,
                 BLOCK_D=max(16, _pow2(d)),
@@ -140,14 +143,14 @@ class Plan:
 _FLAGS = {
     _flash._fwd_kernel: (
         "HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL",
-        "ALONG", "RSKIP", "R_BM", "R_BN",
+        "ALONG", "RSKIP", "R_BM", "R_BN", "TMA",
     ),
     _flash._bwd_dq_kernel: (
         "HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL",
-        "ALONG", "RSKIP", "R_BM", "R_BN",
+        "ALONG", "RSKIP", "R_BM", "R_BN", "TMA",
     ),
     _flash._bwd_dkdv_kernel: (
-        "HAS_POS", "HAS_XQ", "HAS_XSLOT", "BLOCK_R", "DROP", "XSKIP", "KALL",
+        "HAS_POS", "HAS_XQ", "HAS_XSLOT", "BLOCK_R", "DROP", "XSKIP", "KALL", "TMA",
     ),
 }  # fmt: skip
 
@@ -263,6 +266,57 @@ def tune_band(
         BAND_LAUNCH.clear()
         BAND_LAUNCH.update(launch)
     _TUNED[0] += 1
+
+
+# Band kernels that load their contiguous tiles through TMA descriptors (`_tma`), where the inputs
+# allow: the loads' address registers go (forward kernel: 255 -> 130 registers a thread) and more
+# programs fit an SM. Measured on an H200, bf16: SlidingWindow(512) + 1 global token at 16K, forward
+# 0.140 -> 0.119 ms, 64K 0.528 -> 0.455 ms (benchmarks/window_kernel.py); the lean kernels of
+# benchmarks/window_tma.py, forward 0.112 -> 0.092 ms. Descriptors made on the device cost more than
+# they save there (0.109 ms): they are made on the host, one per tensor and launch.
+TMA: dict[str, bool] = {"_fwd_kernel": True, "_bwd_dq_kernel": True, "_bwd_dkdv_kernel": True}
+
+
+# With TMA loads, the backward kernels fit in 168 registers a thread (3 programs an SM, not 2), which
+# ptxas does not choose by itself: SlidingWindow(512) + 1 global token, 16K, fwd + bwd 0.525 -> 0.478
+# ms, 64K 1.936 -> 1.783 ms (benchmarks/window_kernel.py). Capping the forward kernel (128) changed
+# nothing, capping dQ at 128 lost (0.499 ms); the pointer kernels spill at 168 and keep no cap.
+TMA_LAUNCH: dict[str, dict] = {
+    "_bwd_dq_kernel": {"num_warps": 4, "num_stages": 2, "maxnreg": 168},
+    "_bwd_dkdv_kernel": {"num_warps": 4, "num_stages": 2, "maxnreg": 168},
+}
+
+
+def _tma(plan: Plan, kernel, d: int, *xs: torch.Tensor) -> bool:
+    """Whether `kernel` can read xs through TMA along `plan`: a band walk, 16-bit inputs, head_dim a
+    power of two (one block), every tensor's base and strides on 16 bytes (a TMA descriptor's rule)."""
+    if not (TMA.get(kernel.__name__) and plan.band and BAND and d >= 16 and d & (d - 1) == 0):
+        return False
+    for x in xs:
+        if x.dtype not in (torch.bfloat16, torch.float16) or x.data_ptr() % 16:
+            return False
+        if any(st <= 0 or st % 8 for st in x.stride()[:-1]):
+            return False
+    return True
+
+
+def _descs(c: Consts, blocks: tuple[str, ...], xs: tuple[torch.Tensor, ...], dummy) -> tuple:
+    """TMA descriptors of xs (B, H, N, d) in blocks of [1, 1, c.kwargs[block], d] rows, or with TMA off
+    placeholders (the kernel leaves them unused)."""
+    if not c.kwargs["TMA"]:
+        return (dummy,) * len(xs)
+    d = c.kwargs["BLOCK_D"]
+    return tuple(_descriptor(x, [1, 1, c.kwargs[blk], d]) for x, blk in zip(xs, blocks, strict=True))
+
+
+def _descriptor(x: torch.Tensor, block: list[int]) -> TensorDescriptor:
+    """TensorDescriptor(x, x.shape, x.stride(), block) without its checks, which `_tma` made (and the
+    constexprs' powers of two): they take 10 us a descriptor on a slow host, the fields 3 us, and a
+    band call makes 9 descriptors forward and backward."""
+    desc = object.__new__(TensorDescriptor)
+    desc.base, desc.shape, desc.strides, desc.block_shape = x, list(x.shape), list(x.stride()), block
+    desc.padding = "zero"
+    return desc
 
 
 ALONG = [True]  # `Rows` run in the main launches where they can (False: launches of their own; benchmarks)
@@ -421,6 +475,7 @@ class _ListedAttention(torch.autograd.Function):
             xskip,
             kall,
             *al.flags(),
+            _tma(plan, _flash._fwd_kernel, d, q, k, v),
         )
         nmain = _grid(c, plan, nq)
         if rows is not None:
@@ -448,12 +503,13 @@ class _ListedAttention(torch.autograd.Function):
              *qs, *ks, *vs, *_s4(o), *_sbh(kval), *_sbh(qval), *_sbh(pos),
              *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, s_rib, s_wh, s_lh, *rints),
             c,
+            _descs(c, ("BLOCK_M", "BLOCK_N", "BLOCK_N"), (q, k, v), dummy),
         )  # fmt: skip
         if rows is not None:
             if not al.on:
                 cr = rp.consts(
                     _flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop, False,
-                    False, *_APART.flags(),
+                    False, *_APART.flags(), False,
                 )  # fmt: skip
                 launch(
                     _flash._fwd_kernel, (rw, b * h),
@@ -464,6 +520,7 @@ class _ListedAttention(torch.autograd.Function):
                      *qs, *ks, *vs, *_s4(parts), *_sbh(rows.kval), *_sbh(qval), 0, 0,
                      *ks, *vs, 0, _sb(rows.idx), 0, 0, *(0,) * 9),
                     cr,
+                    (dummy,) * 3,
                 )  # fmt: skip
             _merge(parts, part_lse, o, lse, rows, h, nq, total=False)
         if place is not None:  # the caller's rows, written over the kernel's (their lse stays)
@@ -528,7 +585,8 @@ class _ListedAttention(torch.autograd.Function):
         sd = call.seed if drop else dummy
         xskip = has_x and extra.in_window
         al = _Along.of(plan, rows, kval, pos, atomics=has_x)
-        flags = (pos is not None, has_x, False, has_dl, bx, drop, xskip, call.kall, *al.flags())
+        tma = _tma(plan, _flash._bwd_dq_kernel, d, q, k, v, do)
+        flags = (pos is not None, has_x, False, has_dl, bx, drop, xskip, call.kall, *al.flags(), tma)
         c = plan.consts(_flash._bwd_dq_kernel, d, q.dtype, *flags)
         nmain = _grid(c, plan, nq)
         if rows is not None:
@@ -554,10 +612,11 @@ class _ListedAttention(torch.autograd.Function):
              *qs, *ks, *vs, *os_, *dos, *_s4(dq), *_sbh(kval), *_sbh(pos),
              *_s4(xk), *_s4(xv), _sb(xidx) if has_x else 0, s_rib, s_wh, s_lh, *rints),
             c,
+            _descs(c, ("BLOCK_M", "BLOCK_N", "BLOCK_N", "BLOCK_M"), (q, k, v, do), dummy),
         )  # fmt: skip
         if rows is not None:
             if not al.on:
-                flags = (False, False, True, dlse is not None, 16, drop, False, False, *_APART.flags())
+                flags = (False, False, True, dlse is not None, 16, drop, False, False, *_APART.flags(), False)
                 cr = rp.consts(_flash._bwd_dq_kernel, d, q.dtype, *flags)
                 launch(
                     _flash._bwd_dq_kernel, (rw, b * h),
@@ -568,6 +627,7 @@ class _ListedAttention(torch.autograd.Function):
                      *qs, *ks, *vs, *os_, *dos, *_s4(parts), *_sbh(rows.kval), 0, 0,
                      *ks, *vs, 0, _sb(rows.idx), 0, 0, *(0,) * 8),
                     cr,
+                    (dummy,) * 4,
                 )  # fmt: skip
             _merge(parts, lse, dq, lse, rows, h, nq, total=True)
 
@@ -589,6 +649,7 @@ class _ListedAttention(torch.autograd.Function):
             drop,
             xskip,
             call.kall,
+            _tma(plan, _flash._bwd_dkdv_kernel, d, q, do),
         )
         launch(
             _flash._bwd_dkdv_kernel, (_grid(ck, plan, nk, keys=True), b * h),
@@ -600,6 +661,7 @@ class _ListedAttention(torch.autograd.Function):
              _sb(ridx) if rows is not None else 0, _sb(xslot) if on_k else 0,
              s_wh, plan.n_ktiles if hl > 1 else 0, t_list.shape[1] if hl > 1 else 0),
             ck,
+            _descs(ck, ("BLOCK_M", "BLOCK_M"), (q, do), dummy),
         )  # fmt: skip
         gkx = dkx.to(kx.dtype) if kx is not None else None
         gvx = dvx.to(vx.dtype) if vx is not None else None
