@@ -1,14 +1,17 @@
 """Rows that see every key (global queries, BigBird's global blocks), split over key segments and
 merged by LSE: in launches of their own, or in the main launches (`listed.ALONG`: their programs
-first, overlapping the main plan's), side by side, with the window's cost with no global token and
-with global keys only (no global rows) in the same run.
+first, overlapping the main plan's); for a window's rows, taken by the band's own programs, each
+over its own tile of keys (`listed.BAND_ROWS`); side by side, with the window's cost with no global
+token and with global keys only (no global rows).
 
 Each variant is first checked against the first at an awkward length (bf16, relative error of the
 output and the gradients under 1e-2), then timed GPU-only (CUDA-graph replay) and with do_bench
-(host included). bf16, batch 1, 12 heads, head_dim 64. Table last; JSON in $OUT. --profile prints
+(host included), and each is run 50 times at 16K for the same bits. bf16, batch 1, 12 heads,
+head_dim 64. Table last; JSON in $OUT. --profile prints
 the GPU time of each kernel instead.
 
-    PYTHONPATH=src python benchmarks/split_rows.py [--sizes 4096 16384 65536] [--profile [--every-case]]
+    PYTHONPATH=src python benchmarks/split_rows.py [--sizes 4096 16384 65536] [--variants 1,3]
+        [--cases window,bigbird] [--profile [--every-case]]
 """
 
 from __future__ import annotations
@@ -26,16 +29,20 @@ from longseq.attention.kernels import listed
 DEV = "cuda"
 H, D = 12, 64
 SPLIT = ("window512+1g", "bigbird64 r3", "1 row over all keys")  # the cases with a split launch
-# name -> (whether `Rows` may run in the main launches, up to how many keys: listed.ALONG_MAX_KEYS)
+WINDOW = ("window512+1g", "window512 +1g keys only")  # the cases the band's own knobs change
+# name -> (whether `Rows` may run in the main launches, up to how many keys: listed.ALONG_MAX_KEYS;
+# whether the band's programs take a window's rows: listed.BAND_ROWS)
 VARIANTS = {
-    "rows apart": (False, 0),
-    "rows along (default)": (True, 16384),
-    "rows along, any length": (True, 2**31),
+    "rows apart": (False, 0, False),
+    "rows along": (True, 16384, False),
+    "rows along, any length": (True, 2**31, False),
+    "band rows (default)": (True, 16384, True),
 }
+DEFAULT = "band rows (default)"
 
 
 def use(name: str) -> None:
-    listed.ALONG[0], listed.ALONG_MAX_KEYS = VARIANTS[name]
+    listed.ALONG[0], listed.ALONG_MAX_KEYS, listed.BAND_ROWS[0] = VARIANTS[name]
 
 
 def tensors(n: int, rows: int | None = None, seed: int = 0) -> list[torch.Tensor]:
@@ -78,6 +85,13 @@ def cases(n: int) -> dict:
     }
 
 
+ONLY: list[str] = []  # --cases
+
+
+def picked(name: str) -> bool:
+    return not ONLY or any(name.startswith(c) for c in ONLY)
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
@@ -89,7 +103,7 @@ def profile(n: int, variants: list[str], every: bool = False) -> None:
     from torch.profiler import profile as torch_profile
 
     for name, fn in cases(n).items():
-        if name not in SPLIT and not every:
+        if (name not in SPLIT and not every) or not picked(name):
             continue
         for t in variants:
             use(t)
@@ -117,7 +131,9 @@ def main() -> None:
     ap.add_argument("--variants", default="all", help="comma-separated indices into VARIANTS, or all")
     ap.add_argument("--profile", action="store_true", help="GPU time per kernel instead of timings")
     ap.add_argument("--every-case", action="store_true", help="--profile: the cases with no split launch too")
+    ap.add_argument("--cases", default="", help="only the cases whose names start so (comma-separated)")
     args = ap.parse_args()
+    ONLY[:] = [c for c in args.cases.split(",") if c]
     names = list(VARIANTS)
     targets = names if args.variants == "all" else [names[int(i)] for i in args.variants.split(",")]
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
@@ -125,7 +141,6 @@ def main() -> None:
         for n in args.sizes:
             profile(n, targets, args.every_case)
         return
-    saved = listed.ALONG[0], listed.ALONG_MAX_KEYS
     check = cases(3001)
     use(targets[0])
     want = {name: fn(True) for name, fn in check.items()}
@@ -135,10 +150,21 @@ def main() -> None:
             errs = [rel(a, b) for a, b in zip(fn(True), want[name], strict=True)]
             print("check", t, name, [f"{e:.1e}" for e in errs], flush=True)
             assert all(e < 1e-2 for e in errs), (t, name, errs)
+    # the same bits every call (no race between the band's programs and the merge)
+    for t in targets:
+        use(t)
+        fn = cases(16384)["window512+1g"]
+        first = fn(False)[0].clone()
+        same = all(torch.equal(fn(False)[0], first) for _ in range(50))
+        print("repeat", t, "50 calls, the same bits:", same, flush=True)
+        assert same, t
     rows: list[dict] = []
     for n in args.sizes:
         for name, fn in cases(n).items():
-            for t in targets if name in SPLIT else targets[-1:]:  # the others have no split launch
+            if not picked(name):
+                continue
+            every = name in SPLIT or name in WINDOW
+            for t in targets if every else targets[-1:]:  # the others have no split launch
                 use(t)
                 for mode in ("fwd", "fwd+bwd"):
                     f = lambda fn=fn, g=mode != "fwd": fn(g)  # noqa: E731
@@ -153,7 +179,7 @@ def main() -> None:
                     )
                     rows.append(row)
                     print(row, flush=True)
-    listed.ALONG[0], listed.ALONG_MAX_KEYS = saved
+    use(DEFAULT)
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, "split_rows.json"), "w") as f:

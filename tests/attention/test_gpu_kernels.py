@@ -523,6 +523,8 @@ def _check_along_vs_apart(name: str) -> dict:
 
     runs = {}
     listed._Along.of = spy
+    band_rows = listed.BAND_ROWS[0]
+    listed.BAND_ROWS[0] = 0  # (a window's rows: here from a split plan, as more than BAND_ROWS_MAX are)
     try:
         for label, along in (("apart", False), ("along", True)):
             listed.ALONG[0] = along
@@ -530,11 +532,61 @@ def _check_along_vs_apart(name: str) -> dict:
             runs[label] = [out, *_grads(out, ins, go)]
     finally:
         listed.ALONG[0] = True
+        listed.BAND_ROWS[0] = band_rows
         listed._Along.of = staticmethod(original)
     return {
         "taken": taken,
         "diff": max(_rel(a, b) for a, b in zip(runs["along"], runs["apart"], strict=True)),
     }
+
+
+# A window's global rows taken by the band's forward programs (`listed.BAND_ROWS`: each over its own
+# tile of keys, read again after the band loop, the partials merged in a launch of their own) against
+# a split plan's programs, with dropout: the same results, and the band took them. Padding with a
+# batch row of no real token, BAND_ROWS_MAX rows, a causal window over a fused projection's views,
+# and query tiles of 32 rows over key tiles of 64 (each key tile owned by one of two programs).
+BAND_ROWS_VS_SPLIT: dict[str, tuple] = {
+    "band_rows_padded": (SlidingWindow(8), {"n": 100, "glob": True}),
+    "band_rows_most_nopad": (SlidingWindow(300), {"n": 333, "h": 1, "glob": 15, "pad": "absent"}),
+    "band_rows_causal_fused": (SlidingWindow(40, causal=True), {"n": 150, "glob": 3, "layout": "fused"}),
+    "band_rows_tiles_32x64": (SlidingWindow(100), {"n": 170, "h": 1, "glob": True, "tiles": (32, 64)}),
+}  # fmt: skip
+
+
+def _check_band_rows_vs_split(name: str) -> dict:
+    from longseq.attention.kernels import listed
+
+    pattern, opts = BAND_ROWS_VS_SPLIT[name]
+    opts = dict(opts)
+    tiles = opts.pop("tiles", None)
+    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    fused = opts.get("layout") == "fused"
+    ins = [q._base] if fused else [t.requires_grad_(True) for t in (q, k, v)]
+    go = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    taken: list[bool] = []
+    original = listed._band_rows
+
+    def spy(*args):
+        taken.append(original(*args))
+        return taken[-1]
+
+    runs = {}
+    saved = listed.BAND_ROWS[0], dict(listed.BAND_TILES)
+    listed._band_rows = spy
+    try:
+        if tiles is not None:
+            listed.tune_band({"_fwd_kernel": tiles})
+        for label, on in (("split", False), ("band", True)):
+            listed.BAND_ROWS[0] = on
+            out = _gpu(pattern, q, k, v, padding, global_mask, 0.2, seed=5)
+            runs[label] = [out, *_grads(out, ins, go)]
+    finally:
+        listed.BAND_ROWS[0] = saved[0]
+        listed.tune_band(saved[1])
+        listed._band_rows = original
+    res = {"taken": taken, "nan": any(bool(t.isnan().any()) for r in runs.values() for t in r)}
+    res["diff"] = max(_rel(a, b) for a, b in zip(runs["band"], runs["split"], strict=True))
+    return res
 
 
 # The band kernels' TMA loads (`listed.TMA`: 16-bit inputs, contiguous tiles through descriptors,
@@ -743,6 +795,16 @@ def test_rows_in_the_main_launches_equal_their_own_launches(results: dict, name:
     assert res["diff"] <= 1e-6, res
 
 
+@pytest.mark.parametrize("name", sorted(BAND_ROWS_VS_SPLIT))
+def test_band_rows_equal_a_split_plan(results: dict, name: str) -> None:
+    res = results[name]
+    assert "error" not in res, res.get("error")
+    # split, then the band's (forward only: the backward keeps the split plan)
+    assert res["taken"] == [False, True], res["taken"]
+    assert not res["nan"]
+    assert res["diff"] <= 1e-6, res
+
+
 @pytest.mark.parametrize("name", sorted(BUCKETS))
 def test_bucket_kernel_equals_hash_buckets(results: dict, name: str) -> None:
     res = results[name]
@@ -847,6 +909,7 @@ if __name__ == "__main__":
     checks |= {name: _check_along_vs_apart for name in ALONG_VS_APART}
     checks |= {name: _check_buckets for name in BUCKETS}
     checks |= {name: _check_tma_vs_pointer for name in TMA_VS_POINTER}
+    checks |= {name: _check_band_rows_vs_split for name in BAND_ROWS_VS_SPLIT}
     for i, case in enumerate(sorted(checks)):
         if i % 2 == part:
             try:

@@ -23,6 +23,8 @@ nothing sizes a tensor from a device value:
   results are overwritten, and only their pairs outside the main plan count there (XSKIP). With
   ALONG, the split plan's programs come first in the main launch's grid (the kernels are bodies,
   `_fwd_body` / `_bwd_dq_body`, called for either), and the main plan's skip the rows (RSKIP).
+  A sliding window's few rows (GROWS) are instead taken by the band's forward programs, each over
+  its own tile of keys, and merged by `_band_merge_kernel`: no pass of their own over the keys.
 
 Layouts: q, k, v, o, do, dq, dk, dv are (batch, heads, rows, head_dim) with any batch / head / row
 strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32, indexed by row
@@ -269,7 +271,8 @@ def _query_rows(
 @triton.jit
 def _fwd_body(
     w, z,
-    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT, QD, KD, VD,
+    Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT, GP, GML,
+    QD, KD, VD,
     qk_scale, rdrop,
     half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
@@ -281,12 +284,13 @@ def _fwd_body(
     WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, HAS_POS: tl.constexpr,
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
-    KALL: tl.constexpr, RSKIP: tl.constexpr, TMA: tl.constexpr,
+    KALL: tl.constexpr, RSKIP: tl.constexpr, TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr,
 ):  # fmt: skip
     """Work item w of (batch, head) z. DROP: attention dropout (see dropout.py), kept weights scaled
     by rdrop = 1 / (1 - p). ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O /
     LSE (NO rows per head). RSKIP: rows whose RSLOT entry is >= 0 (the `Rows` of the same launch) are
-    not written."""
+    not written. GROWS (BAND): the rows QIDX[b, :QCNT[b]] that see every key, over this program's own
+    keys (`_band_rows`); their window outputs written here are overwritten by the merge."""
     b = z // H
     h = z % H
     qidx, qok = _query_rows(
@@ -376,6 +380,12 @@ def _fwd_body(
     optr = O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :]
     tl.store(optr, out.to(O.dtype.element_ty), ook[:, None] & dok[None, :])
     tl.store(LSE + z * NO + orows, lse, ook)
+    if GROWS:
+        _band_rows(
+            w, z, b, h, Q, K, V, KVAL, QIDX, QCNT, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
+            sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
+            D, BLOCK_D, BLOCK_M, BLOCK_N, BLOCK_G, DROP, PREC, UPCAST, TMA,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -394,19 +404,20 @@ def _fwd_kernel(
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr, ALONG: tl.constexpr, RSKIP: tl.constexpr, R_BM: tl.constexpr, R_BN: tl.constexpr,
-    TMA: tl.constexpr,
+    TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr,
 ):  # fmt: skip
     """The forward pass (`_fwd_body`): a (work item, batch * head) grid; or, with ALONG, a 1-D grid
     whose first NRP * BH programs are the work items of a split plan of `Rows` (RW_QT, RLIST: rows
     QIDX[b, :QCNT[b]], tiles of R_BM rows over key tiles of R_BN keys, partials into RO / RLSE with
-    RNO rows per head, merged by the next launch), and the others the main plan's (NMAIN per head)."""
+    RNO rows per head, merged by the next launch), and the others the main plan's (NMAIN per head).
+    With GROWS (no ALONG), RO / RLSE take `_band_rows`' partials."""
     if ALONG:
         pid = tl.program_id(0)
         if pid < NRP * BH:  # the rows' programs first: they start first, and overlap the main ones
             _fwd_body(
                 pid // BH, pid % BH,
                 Q, K, V, RO, RLSE, KVAL, QVAL, POS, K, V, XIDX, XCNT, QIDX, QCNT, RW_QT, RLIST, SEED, RSLOT,
-                QD, KD, VD,
+                RO, RLSE, QD, KD, VD,
                 qk_scale, rdrop,
                 0, H, NQ, NK, 0, NR, RWD, RNO, thr, 0,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, srob, sroh, sron,
@@ -414,14 +425,14 @@ def _fwd_kernel(
                 s_rsb,
                 D, BLOCK_D, R_BM, R_BN, R_BM, R_BM, 1, R_BN, R_BN, 1,
                 False, False, False, False, HAS_QVAL, False, True, 16,
-                DROP, PREC, UPCAST, False, False, False, False, False,
+                DROP, PREC, UPCAST, False, False, False, False, False, False, 16,
             )  # fmt: skip
         else:
             p = pid - NRP * BH
             _fwd_body(
                 p % NMAIN, p // NMAIN,
                 Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT,
-                QD, KD, VD,
+                RO, RLSE, QD, KD, VD,
                 qk_scale, rdrop,
                 half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
@@ -429,13 +440,13 @@ def _fwd_kernel(
                 s_wh, s_lh, s_rsb,
                 D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
                 WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
-                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA,
+                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, False, 16,
             )  # fmt: skip
     else:
         _fwd_body(
             tl.program_id(0), tl.program_id(1),
             Q, K, V, O, LSE, KVAL, QVAL, POS, KX, VX, XIDX, XCNT, QIDX, QCNT, W_QT, LIST, SEED, RSLOT,
-            QD, KD, VD,
+            RO, RLSE, QD, KD, VD,
             qk_scale, rdrop,
             half, H, NQ, NK, NX, NR, WD, NO, thr, xoff,
             sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
@@ -443,8 +454,100 @@ def _fwd_kernel(
             s_lh, s_rsb,
             D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
             WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
-            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA,
+            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, GROWS, BLOCK_G,
         )  # fmt: skip
+
+
+@triton.jit
+def _band_rows(
+    w, z, b, h, Q, K, V, KVAL, QIDX, QCNT, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_G: tl.constexpr, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    TMA: tl.constexpr,
+):  # fmt: skip
+    """GROWS: the rows QIDX[b, :QCNT[b]] (NR <= BLOCK_G slots) that see every key, over band program
+    w's own tile of keys, [w * BLOCK_M, (w + 1) * BLOCK_M), read once more (from L2: the band loop
+    has just read it). The partial (unnormalised sums, maximum in log2 units, sum of weights) goes to
+    GP (B * H, W, NR, D) and GML (2, B * H, W, NR) float32, W the programs of a head, for
+    `_band_merge_kernel`."""
+    nw = tl.num_programs(0)
+    gs = tl.arange(0, BLOCK_G)
+    gok = (gs < NR) & (gs < tl.load(QCNT + b))
+    gidx = tl.load(QIDX + b * s_rib + gs, gok, 0)
+    offs_d = tl.arange(0, BLOCK_D)
+    dok = offs_d < D
+    qg = tl.load(
+        Q + b * sqb + h * sqh + gidx[:, None] * sqn + offs_d[None, :], gok[:, None] & dok[None, :], 0.0
+    )
+    kcols = w * BLOCK_M + tl.arange(0, BLOCK_M)
+    kok = kcols < NK
+    if TMA and BLOCK_M == BLOCK_N:
+        k = _tma_rows(KD, b, h, w * BLOCK_M, BLOCK_M, BLOCK_D)
+        v = _tma_rows(VD, b, h, w * BLOCK_M, BLOCK_M, BLOCK_D)
+    else:
+        kmask = kok[:, None] & dok[None, :]
+        k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
+        v = tl.load(V + b * svb + h * svh + kcols[:, None] * svn + offs_d[None, :], kmask, 0.0)
+    kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
+    s = _dot(qg, tl.trans(k), PREC, UPCAST)  # (BLOCK_G, BLOCK_M)
+    s = tl.where(gok[:, None] & kval[None, :], s, float("-inf"))
+    m = tl.max(s, 1) * qk_scale
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    p = tl.math.exp2(s * qk_scale - m_safe[:, None])
+    lsum = tl.sum(p, 1)  # the normaliser is the undropped one
+    if DROP:
+        p = tl.where(_keep(_row_hash(SEED, z, gidx)[:, None], kcols[None, :], thr), p, 0.0)
+    acc = _dot(p.to(v.dtype), v, PREC, UPCAST)  # (BLOCK_G, BLOCK_D)
+    slot = (z * nw + w) * NR + gs
+    tl.store(GP + slot[:, None] * D + offs_d[None, :], acc, (gs < NR)[:, None] & dok[None, :])
+    tl.store(GML + slot, m, gs < NR)
+    tl.store(GML + tl.num_programs(1) * nw * NR + slot, lsum, gs < NR)
+
+
+@triton.jit
+def _band_merge_kernel(
+    GP, GML, QVAL, QIDX, QCNT, O, LSE,
+    rdrop,
+    H, NW, NQ, NR, sob, soh, son, s_qvb, s_qvh, s_rib,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, HAS_QVAL: tl.constexpr,
+):  # fmt: skip
+    """`_band_rows`' NW partials of each row of (batch, head) z = program 0 -> its O and LSE."""
+    CW: tl.constexpr = 64  # partials a step
+    z = tl.program_id(0)
+    b = z // H
+    h = z % H
+    bh = tl.num_programs(0)
+    offs_d = tl.arange(0, BLOCK_D)
+    dok = offs_d < D
+    for g in range(tl.minimum(NR, tl.load(QCNT + b))):
+        row = tl.load(QIDX + b * s_rib + g)
+        mx = tl.full([1], float("-inf"), tl.float32)
+        tot = tl.zeros([1], tl.float32)
+        acc = tl.zeros([BLOCK_D], tl.float32)
+        for w0 in range(0, NW, CW):
+            ws = w0 + tl.arange(0, CW)
+            wok = ws < NW
+            slot = (z * NW + ws) * NR + g
+            mm = tl.load(GML + slot, wok, float("-inf"))
+            ll = tl.load(GML + bh * NW * NR + slot, wok, 0.0)
+            part = tl.load(GP + slot[:, None] * D + offs_d[None, :], wok[:, None] & dok[None, :], 0.0)
+            m_new = tl.maximum(mx, tl.max(mm, 0))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.math.exp2(mx - m_safe)
+            wgt = tl.math.exp2(mm - m_safe)  # (CW,): 0 for partials that saw nothing
+            tot = tot * alpha + tl.sum(ll * wgt, 0)
+            acc = acc * alpha + tl.sum(part * wgt[:, None], 0)
+            mx = m_new
+        if HAS_QVAL:
+            tot = tl.where(tl.load(QVAL + b * s_qvb + h * s_qvh + row) != 0, tot, 0.0)
+        seen = tot > 0
+        t_safe = tl.where(seen, tot, 1.0)
+        out = tl.where(seen, acc * (rdrop / t_safe), 0.0)
+        m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+        lse = tl.where(seen, (m_safe + tl.math.log2(t_safe)) * 0.6931471805599453, float("-inf"))
+        tl.store(O + b * sob + h * soh + row * son + offs_d, out.to(O.dtype.element_ty), dok)
+        tl.store(LSE + z * NQ + row + tl.arange(0, 1), lse)
 
 
 @triton.jit

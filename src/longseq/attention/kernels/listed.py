@@ -143,7 +143,7 @@ class Plan:
 _FLAGS = {
     _flash._fwd_kernel: (
         "HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL",
-        "ALONG", "RSKIP", "R_BM", "R_BN", "TMA",
+        "ALONG", "RSKIP", "R_BM", "R_BN", "GROWS", "BLOCK_G", "TMA",
     ),
     _flash._bwd_dq_kernel: (
         "HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL",
@@ -363,6 +363,71 @@ class _Along:
 _APART = _Along(False, False, 16, 16)
 
 
+# A window's rows that see every key (Longformer's global queries), up to BAND_ROWS_MAX of them, are
+# taken by the band's forward programs (GROWS): each over its own tile of keys, read once more from
+# L2, then one merge launch. No programs of their own and no pass of their own over the keys.
+# Measured on an H200 (benchmarks/split_rows.py, SlidingWindow(512) + 1 global token, bf16, GPU-only):
+# forward 0.120 -> 0.116 ms at 16K and 0.456 -> 0.443 ms at 64K against the split plan's programs in
+# the main launch. Merging in that launch (the last program of each head, through a counter) was
+# slower (0.117 / 0.450 ms), so was the work done inside the band loop (0.174 / 0.670: the loop is
+# no longer pipelined) or transposed for the warpgroup MMA (0.117, and NaN on the H200).
+BAND_ROWS = [True]  # (False: a split plan's programs, as for the other patterns; benchmarks)
+BAND_ROWS_MAX = 16
+BAND_ROWS_BYTES = 64 << 20  # the partials' buffer at most (more: a split plan)
+
+
+def _band_rows(
+    plan: Plan,
+    rows: Rows | None,
+    kval: torch.Tensor,
+    pos: torch.Tensor | None,
+    nq: int,
+    nk: int,
+    bh: int,
+    d: int,
+) -> bool:
+    """Whether the band's forward programs take `rows` (GROWS)."""
+    if not (BAND_ROWS[0] and plan.band and BAND and rows is not None and rows.slot is not None):
+        return False
+    nw = -(-nq // BAND_TILES["_fwd_kernel"][0])
+    g = rows.idx.shape[1]
+    return (
+        rows.kval is kval
+        and pos is None
+        and nq == nk
+        and g <= BAND_ROWS_MAX
+        and bh * nw * g * (d + 2) * 4 <= BAND_ROWS_BYTES
+    )
+
+
+_BAND_MERGE: dict[tuple, Consts] = {}
+
+
+def _band_merge(
+    gp: torch.Tensor,
+    gml: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    rows: Rows,
+    qval: torch.Tensor | None,
+    dummy: torch.Tensor,
+    rdrop: float,
+    nw: int,
+) -> None:
+    """`_band_rows`' partials -> the rows' O and LSE."""
+    b, h, nq, d = o.shape
+    key = (d, qval is not None)
+    c = _BAND_MERGE.get(key)
+    if c is None:
+        kw = dict(D=d, BLOCK_D=max(16, _pow2(d)), HAS_QVAL=qval is not None)
+        if not _INTERPRET:
+            kw.update(num_warps=4, num_stages=2)
+        c = _BAND_MERGE[key] = Consts(_flash._band_merge_kernel, kw)
+    ptrs = (gp, gml, qval if qval is not None else dummy, rows.idx, rows.cnt, o, lse)
+    scalars = (rdrop, h, nw, nq, rows.idx.shape[1], *_s4(o), *_sbh(qval), _sb(rows.idx))
+    launch(_flash._band_merge_kernel, (b * h, 1), ptrs, scalars, c)
+
+
 def _grid(c: Consts, plan: Plan, rows: int, keys: bool = False) -> int:
     """Programs of a main launch: the plan's work items (or key tiles), or with BAND the kernel's own
     tiles over `rows` rows."""
@@ -461,7 +526,9 @@ class _ListedAttention(torch.autograd.Function):
         bx = small_block(nx, plan.ktiles.block)
         sd = seed if drop else dummy
         xskip = has_x and extra.in_window
-        al = _Along.of(plan, rows, kval, pos)
+        grows = _band_rows(plan, rows, kval, pos, nq, nk, b * h, d)
+        al = _APART if grows else _Along.of(plan, rows, kval, pos)
+        ng = rows.idx.shape[1] if grows else 0
         c = plan.consts(
             _flash._fwd_kernel,
             d,
@@ -475,10 +542,15 @@ class _ListedAttention(torch.autograd.Function):
             xskip,
             kall,
             *al.flags(),
+            grows,
+            small_block(ng, BAND_ROWS_MAX),
             _tma(plan, _flash._fwd_kernel, d, q, k, v),
         )
         nmain = _grid(c, plan, nq)
-        if rows is not None:
+        if grows:  # partials (B * H, W, G, d); maxima and sums (2, B * H, W, G): float32
+            gp = torch.empty(b * h * nmain * ng * d, device=q.device, dtype=torch.float32)
+            gml = torch.empty(2 * b * h * nmain * ng, device=q.device, dtype=torch.float32)
+        elif rows is not None:
             rp = rows.plan
             rw = rp.w_qt.shape[1]
             no = rw * rp.qtiles.block
@@ -492,9 +564,9 @@ class _ListedAttention(torch.autograd.Function):
             ridx, rcnt, nr, s_rib = rows.idx, rows.cnt, rows.idx.shape[1], _sb(rows.idx)
         else:
             grid = (nmain, b * h)
-            rptrs = (dummy,) * 5
+            rptrs = (gp, gml, dummy, dummy, dummy) if grows else (dummy,) * 5
             rints = (0,) * 9
-            ridx, rcnt, nr, s_rib = dummy, dummy, 0, 0
+            ridx, rcnt, nr, s_rib = (rows.idx, rows.cnt, ng, _sb(rows.idx)) if grows else (dummy, dummy, 0, 0)
         launch(
             _flash._fwd_kernel, grid,
             (q, k, v, o, lse, kval, qv, ps, xk, xv, xidx, xcnt, ridx, rcnt, plan.w_qt, plan.klist, sd,
@@ -505,11 +577,13 @@ class _ListedAttention(torch.autograd.Function):
             c,
             _descs(c, ("BLOCK_M", "BLOCK_N", "BLOCK_N"), (q, k, v), dummy),
         )  # fmt: skip
-        if rows is not None:
+        if grows:
+            _band_merge(gp, gml, o, lse, rows, qval, dummy, rdrop, nmain)
+        elif rows is not None:
             if not al.on:
                 cr = rp.consts(
                     _flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop, False,
-                    False, *_APART.flags(), False,
+                    False, *_APART.flags(), False, 16, False,
                 )  # fmt: skip
                 launch(
                     _flash._fwd_kernel, (rw, b * h),
