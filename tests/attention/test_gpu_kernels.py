@@ -543,10 +543,12 @@ def _check_along_vs_apart(name: str) -> dict:
 # A window's global rows taken by the band's forward programs (`listed.BAND_ROWS`: each over its own
 # tile of keys, read again after the band loop, the partials merged in a launch of their own) against
 # a split plan's programs, with dropout: the same results, and the band took them. Padding with a
-# batch row of no real token, BAND_ROWS_MAX rows, a causal window over a fused projection's views,
-# and query tiles of 32 rows over key tiles of 64 (each key tile owned by one of two programs).
+# batch row of no real token, 16 rows (the kernels' most), a causal window over a fused projection's views,
+# and query tiles of 32 rows over key tiles of 64 (each key tile owned by one of two programs); and
+# one global row per batch row, which the band takes with the default BAND_ROWS_MAX.
 BAND_ROWS_VS_SPLIT: dict[str, tuple] = {
     "band_rows_padded": (SlidingWindow(8), {"n": 100, "glob": True}),
+    "band_rows_one_by_default": (SlidingWindow(300), {"n": 333, "h": 1, "glob": "one", "pad": "some"}),
     "band_rows_most_nopad": (SlidingWindow(300), {"n": 333, "h": 1, "glob": 15, "pad": "absent"}),
     "band_rows_causal_fused": (SlidingWindow(40, causal=True), {"n": 150, "glob": 3, "layout": "fused"}),
     "band_rows_tiles_32x64": (SlidingWindow(100), {"n": 170, "h": 1, "glob": True, "tiles": (32, 64)}),
@@ -559,7 +561,11 @@ def _check_band_rows_vs_split(name: str) -> dict:
     pattern, opts = BAND_ROWS_VS_SPLIT[name]
     opts = dict(opts)
     tiles = opts.pop("tiles", None)
-    q, k, v, padding, global_mask = _inputs(pattern, **opts)
+    one = opts.get("glob") == "one"
+    q, k, v, padding, global_mask = _inputs(pattern, **(opts | {"glob": not one and opts.get("glob")}))
+    if one:  # one global token in each batch row, at different positions
+        global_mask = torch.zeros(q.shape[0], q.shape[2], dtype=torch.bool)
+        global_mask[0, 0] = global_mask[1, q.shape[2] // 2] = True
     fused = opts.get("layout") == "fused"
     ins = [q._base] if fused else [t.requires_grad_(True) for t in (q, k, v)]
     go = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
@@ -571,8 +577,10 @@ def _check_band_rows_vs_split(name: str) -> dict:
         return taken[-1]
 
     runs = {}
-    saved = listed.BAND_ROWS[0], dict(listed.BAND_TILES)
+    saved = listed.BAND_ROWS[0], dict(listed.BAND_TILES), listed.BAND_ROWS_MAX
     listed._band_rows = spy
+    if not one:
+        listed.BAND_ROWS_MAX = listed.BAND_ROWS_MOST  # (by default the band takes one row)
     try:
         if tiles is not None:
             listed.tune_band({"_fwd_kernel": tiles})
@@ -581,7 +589,7 @@ def _check_band_rows_vs_split(name: str) -> dict:
             out = _gpu(pattern, q, k, v, padding, global_mask, 0.2, seed=5)
             runs[label] = [out, *_grads(out, ins, go)]
     finally:
-        listed.BAND_ROWS[0] = saved[0]
+        listed.BAND_ROWS[0], listed.BAND_ROWS_MAX = saved[0], saved[2]
         listed.tune_band(saved[1])
         listed._band_rows = original
     res = {"taken": taken, "nan": any(bool(t.isnan().any()) for r in runs.values() for t in r)}

@@ -370,9 +370,12 @@ _APART = _Along(False, False, 16, 16)
 # forward 0.120 -> 0.116 ms at 16K and 0.456 -> 0.443 ms at 64K against the split plan's programs in
 # the main launch. Merging in that launch (the last program of each head, through a counter) was
 # slower (0.117 / 0.450 ms), so was the work done inside the band loop (0.174 / 0.670: the loop is
-# no longer pipelined) or transposed for the warpgroup MMA (0.117, and NaN on the H200).
+# no longer pipelined) or transposed for the warpgroup MMA (0.117, and NaN on the H200). With 8 or
+# 16 rows it was slower than the split plan (16K: 0.153 / 0.192 against 0.121 / 0.127 ms; the merge
+# has one program per head), so by default it takes one row; the kernels take up to BAND_ROWS_MOST.
 BAND_ROWS = [True]  # (False: a split plan's programs, as for the other patterns; benchmarks)
-BAND_ROWS_MAX = 16
+BAND_ROWS_MAX = 1
+BAND_ROWS_MOST = 16  # (one tile of rows)
 BAND_ROWS_BYTES = 64 << 20  # the partials' buffer at most (more: a split plan)
 
 
@@ -395,7 +398,7 @@ def _band_rows(
         rows.kval is kval
         and pos is None
         and nq == nk
-        and g <= BAND_ROWS_MAX
+        and g <= min(BAND_ROWS_MAX, BAND_ROWS_MOST)
         and bh * nw * g * (d + 2) * 4 <= BAND_ROWS_BYTES
     )
 
@@ -543,7 +546,7 @@ class _ListedAttention(torch.autograd.Function):
             kall,
             *al.flags(),
             grows,
-            small_block(ng, BAND_ROWS_MAX),
+            small_block(ng, BAND_ROWS_MOST),
             _tma(plan, _flash._fwd_kernel, d, q, k, v),
         )
         nmain = _grid(c, plan, nq)

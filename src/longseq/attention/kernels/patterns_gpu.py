@@ -3,9 +3,9 @@
 Each function takes what `attend` hands the torch backend and computes the same function, in one
 autograd node per call wherever it can:
 - SlidingWindow: one plan over window key tiles; global keys are extra keys (masked out of the window
-  so each counts once) and global queries are rows that see every key (up to 16 of them taken by
-  the band's forward programs, `listed.BAND_ROWS`), both read through index vectors built once per
-  mask (`global_tokens`). Dilation d permutes the sequence into its d residue
+  so each counts once) and global queries are rows that see every key (a single one taken by the
+  band's forward programs, `listed.BAND_ROWS`), both read through index vectors built once per mask
+  (`global_tokens`). Dilation d permutes the sequence into its d residue
   classes (global keys gathered), with the global queries in a second call.
 - BlockSparse: middle query blocks walk [first, left, own, right, last, random...] at the pattern's
   own block size (repeats counted); the two global query blocks are rows that see every key.
