@@ -570,7 +570,7 @@ def _check_band_rows_vs_split(name: str) -> dict:
     ins = [q._base] if fused else [t.requires_grad_(True) for t in (q, k, v)]
     go = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
     taken: list[bool] = []
-    original = listed._band_rows
+    original = listed._takes_band_rows
 
     def spy(*args):
         taken.append(original(*args))
@@ -578,7 +578,7 @@ def _check_band_rows_vs_split(name: str) -> dict:
 
     runs = {}
     saved = listed.BAND_ROWS[0], dict(listed.BAND_TILES), listed.BAND_ROWS_MAX
-    listed._band_rows = spy
+    listed._takes_band_rows = spy
     if not one:
         listed.BAND_ROWS_MAX = listed.BAND_ROWS_MOST  # (by default the band takes one row)
     try:
@@ -591,7 +591,7 @@ def _check_band_rows_vs_split(name: str) -> dict:
     finally:
         listed.BAND_ROWS[0], listed.BAND_ROWS_MAX = saved[0], saved[2]
         listed.tune_band(saved[1])
-        listed._band_rows = original
+        listed._takes_band_rows = original
     res = {"taken": taken, "nan": any(bool(t.isnan().any()) for r in runs.values() for t in r)}
     res["diff"] = max(_rel(a, b) for a, b in zip(runs["band"], runs["split"], strict=True))
     return res

@@ -23,8 +23,9 @@ nothing sizes a tensor from a device value:
   results are overwritten, and only their pairs outside the main plan count there (XSKIP). With
   ALONG, the split plan's programs come first in the main launch's grid (the kernels are bodies,
   `_fwd_body` / `_bwd_dq_body`, called for either), and the main plan's skip the rows (RSKIP).
-  A sliding window's few rows (GROWS) are instead taken by the band's forward programs, each over
-  its own tile of keys, and merged by `_band_merge_kernel`: no pass of their own over the keys.
+  A sliding window's rows (GROWS: one by default, up to 16) are instead taken by the band's forward
+  programs, each over its own tile of keys, and merged by `_band_merge_kernel`: no pass of their
+  own over the keys.
 
 Layouts: q, k, v, o, do, dq, dk, dv are (batch, heads, rows, head_dim) with any batch / head / row
 strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32, indexed by row

@@ -379,7 +379,7 @@ BAND_ROWS_MOST = 16  # (one tile of rows)
 BAND_ROWS_BYTES = 64 << 20  # the partials' buffer at most (more: a split plan)
 
 
-def _band_rows(
+def _takes_band_rows(
     plan: Plan,
     rows: Rows | None,
     kval: torch.Tensor,
@@ -529,7 +529,7 @@ class _ListedAttention(torch.autograd.Function):
         bx = small_block(nx, plan.ktiles.block)
         sd = seed if drop else dummy
         xskip = has_x and extra.in_window
-        grows = _band_rows(plan, rows, kval, pos, nq, nk, b * h, d)
+        grows = _takes_band_rows(plan, rows, kval, pos, nq, nk, b * h, d)
         al = _APART if grows else _Along.of(plan, rows, kval, pos)
         ng = rows.idx.shape[1] if grows else 0
         c = plan.consts(
