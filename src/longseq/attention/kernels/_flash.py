@@ -513,16 +513,18 @@ def _band_merge_kernel(
     H, NW, NQ, NR, sob, soh, son, s_qvb, s_qvh, s_rib,
     D: tl.constexpr, BLOCK_D: tl.constexpr, HAS_QVAL: tl.constexpr,
 ):  # fmt: skip
-    """`_band_rows`' NW partials of each row of (batch, head) z = program 0 -> its O and LSE."""
+    """`_band_rows`' NW partials of row slot g = program 1 of (batch, head) z = program 0 -> its O
+    and LSE."""
     CW: tl.constexpr = 64  # partials a step
     z = tl.program_id(0)
+    g = tl.program_id(1)
     b = z // H
     h = z % H
-    bh = tl.num_programs(0)
-    offs_d = tl.arange(0, BLOCK_D)
-    dok = offs_d < D
-    for g in range(tl.minimum(NR, tl.load(QCNT + b))):
+    if g < tl.load(QCNT + b):
         row = tl.load(QIDX + b * s_rib + g)
+        offs_d = tl.arange(0, BLOCK_D)
+        dok = offs_d < D
+        bh = tl.num_programs(0)
         mx = tl.full([1], float("-inf"), tl.float32)
         tot = tl.zeros([1], tl.float32)
         acc = tl.zeros([BLOCK_D], tl.float32)

@@ -417,7 +417,9 @@ def _band_merge(
     rdrop: float,
     nw: int,
 ) -> None:
-    """`_band_rows`' partials -> the rows' O and LSE."""
+    """`_band_rows`' partials -> the rows' O and LSE: one program per (batch, head, row slot). (One
+    row, the default, is the launch measured; more rows were measured with one program per (batch,
+    head) walking them, the slower form.)"""
     b, h, nq, d = o.shape
     key = (d, qval is not None)
     c = _BAND_MERGE.get(key)
@@ -428,7 +430,7 @@ def _band_merge(
         c = _BAND_MERGE[key] = Consts(_flash._band_merge_kernel, kw)
     ptrs = (gp, gml, qval if qval is not None else dummy, rows.idx, rows.cnt, o, lse)
     scalars = (rdrop, h, nw, nq, rows.idx.shape[1], *_s4(o), *_sbh(qval), _sb(rows.idx))
-    launch(_flash._band_merge_kernel, (b * h, 1), ptrs, scalars, c)
+    launch(_flash._band_merge_kernel, (b * h, rows.idx.shape[1]), ptrs, scalars, c)
 
 
 def _grid(c: Consts, plan: Plan, rows: int, keys: bool = False) -> int:
