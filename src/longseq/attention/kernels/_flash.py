@@ -18,14 +18,14 @@ nothing sizes a tensor from a device value:
   and added by the dK / dV kernel through XSLOT (slot of each key position, -1 for none).
 - rows that see every key (ROWS: Longformer's global queries, BigBird's global blocks): queries
   QIDX[b, :QCNT[b]], split over segments of key tiles (a split plan), partial results merged by
-  `_merge_kernel`, which writes their O and LSE (or summed dQ) in place. The dK / dV kernel walks them
-  as extra queries of every key tile (HAS_XQ). When the main plan lists them too, their main-plan
-  results are overwritten, and only their pairs outside the main plan count there (XSKIP). With
-  ALONG, the split plan's programs come first in the main launch's grid (the kernels are bodies,
-  `_fwd_body` / `_bwd_dq_body`, called for either), and the main plan's skip the rows (RSKIP).
-  A sliding window's rows (GROWS: one by default, up to 16) are instead taken by the band's forward
-  programs, each over its own tile of keys, and merged by `_band_merge_kernel`: no pass of their
-  own over the keys.
+  `_merges._merge_kernel`, which writes their O and LSE (or summed dQ) in place. The dK / dV kernel
+  walks them as extra queries of every key tile (HAS_XQ). When the main plan lists them too, their
+  main-plan results are overwritten, and only their pairs outside the main plan count there (XSKIP).
+  With ALONG, the split plan's programs come first in the main launch's grid (the kernels are
+  bodies, `_fwd_body` / `_bwd_dq_body`, called for either), and the main plan's skip the rows
+  (RSKIP). A sliding window's rows (GROWS: one by default, up to 16) are instead taken by the band's
+  forward programs, each over its own tile of keys, and merged by `_merges._band_merge_kernel`: no
+  pass of their own over the keys.
 
 Layouts: q, k, v, o, do, dq, dk, dv are (batch, heads, rows, head_dim) with any batch / head / row
 strides and unit stride on head_dim; lse and delta are (batch * heads, rows) float32, indexed by row
@@ -471,7 +471,7 @@ def _band_rows(
     w's own tile of keys, [w * BLOCK_M, (w + 1) * BLOCK_M), read once more (from L2: the band loop
     has just read it). The partial (unnormalised sums, maximum in log2 units, sum of weights) goes to
     GP (B * H, W, NR, D) and GML (2, B * H, W, NR) float32, W the programs of a head, for
-    `_band_merge_kernel`."""
+    `_merges._band_merge_kernel`."""
     nw = tl.num_programs(0)
     gs = tl.arange(0, BLOCK_G)
     gok = (gs < NR) & (gs < tl.load(QCNT + b))
@@ -504,102 +504,6 @@ def _band_rows(
     tl.store(GP + slot[:, None] * D + offs_d[None, :], acc, (gs < NR)[:, None] & dok[None, :])
     tl.store(GML + slot, m, gs < NR)
     tl.store(GML + tl.num_programs(1) * nw * NR + slot, lsum, gs < NR)
-
-
-@triton.jit
-def _band_merge_kernel(
-    GP, GML, QVAL, QIDX, QCNT, O, LSE,
-    rdrop,
-    H, NW, NQ, NR, sob, soh, son, s_qvb, s_qvh, s_rib,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, HAS_QVAL: tl.constexpr,
-):  # fmt: skip
-    """`_band_rows`' NW partials of row slot g = program 1 of (batch, head) z = program 0 -> its O
-    and LSE."""
-    CW: tl.constexpr = 64  # partials a step
-    z = tl.program_id(0)
-    g = tl.program_id(1)
-    b = z // H
-    h = z % H
-    if g < tl.load(QCNT + b):
-        row = tl.load(QIDX + b * s_rib + g)
-        offs_d = tl.arange(0, BLOCK_D)
-        dok = offs_d < D
-        bh = tl.num_programs(0)
-        mx = tl.full([1], float("-inf"), tl.float32)
-        tot = tl.zeros([1], tl.float32)
-        acc = tl.zeros([BLOCK_D], tl.float32)
-        for w0 in range(0, NW, CW):
-            ws = w0 + tl.arange(0, CW)
-            wok = ws < NW
-            slot = (z * NW + ws) * NR + g
-            mm = tl.load(GML + slot, wok, float("-inf"))
-            ll = tl.load(GML + bh * NW * NR + slot, wok, 0.0)
-            part = tl.load(GP + slot[:, None] * D + offs_d[None, :], wok[:, None] & dok[None, :], 0.0)
-            m_new = tl.maximum(mx, tl.max(mm, 0))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.math.exp2(mx - m_safe)
-            wgt = tl.math.exp2(mm - m_safe)  # (CW,): 0 for partials that saw nothing
-            tot = tot * alpha + tl.sum(ll * wgt, 0)
-            acc = acc * alpha + tl.sum(part * wgt[:, None], 0)
-            mx = m_new
-        if HAS_QVAL:
-            tot = tl.where(tl.load(QVAL + b * s_qvb + h * s_qvh + row) != 0, tot, 0.0)
-        seen = tot > 0
-        t_safe = tl.where(seen, tot, 1.0)
-        out = tl.where(seen, acc * (rdrop / t_safe), 0.0)
-        m_safe = tl.where(mx == float("-inf"), 0.0, mx)
-        lse = tl.where(seen, (m_safe + tl.math.log2(t_safe)) * 0.6931471805599453, float("-inf"))
-        tl.store(O + b * sob + h * soh + row * son + offs_d, out.to(O.dtype.element_ty), dok)
-        tl.store(LSE + z * NQ + row + tl.arange(0, 1), lse)
-
-
-@triton.jit
-def _merge_kernel(
-    P, PL, O, LSE, QIDX, QCNT,
-    H, NQ, NR, NSEG, WBM, sob, soh, son, s_rib,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, SUM: tl.constexpr,
-):  # fmt: skip
-    """Partial rows of a split plan -> the rows QIDX[b, :QCNT[b]] of O (and LSE).
-
-    P (B, H, WBM, D) float32 and PL (B * H, WBM) hold, for slot tile g and key segment s, rows
-    (g * NSEG + s) * BLOCK_M + [0, BLOCK_M). SUM: add the partials (dQ); else merge them by LSE.
-    """
-    g = tl.program_id(0)
-    z = tl.program_id(1)
-    b = z // H
-    h = z % H
-    slots = g * BLOCK_M + tl.arange(0, BLOCK_M)
-    ok = (slots < NR) & (slots < tl.load(QCNT + b))
-    qidx = tl.load(QIDX + b * s_rib + slots, ok, 0)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask = ok[:, None] & (offs_d < D)[None, :]
-    base = z * WBM
-    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    if SUM:
-        for s in range(NSEG):
-            r = base + (g * NSEG + s) * BLOCK_M + tl.arange(0, BLOCK_M)
-            acc += tl.load(P + r[:, None] * D + offs_d[None, :], mask, 0.0)
-    else:  # by LSE, in one pass: a running maximum, each partial loaded once
-        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        tot = tl.zeros([BLOCK_M], tl.float32)
-        for s in range(NSEG):
-            r = base + (g * NSEG + s) * BLOCK_M + tl.arange(0, BLOCK_M)
-            pl = tl.load(PL + r, ok, float("-inf"))
-            part = tl.load(P + r[:, None] * D + offs_d[None, :], mask, 0.0)
-            m_new = tl.maximum(m, pl)
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp(m - m_safe)
-            wgt = tl.exp(pl - m_safe)
-            tot = tot * alpha + wgt
-            acc = acc * alpha[:, None] + wgt[:, None] * part
-            m = m_new
-        seen = tot > 0
-        t_safe = tl.where(seen, tot, 1.0)
-        acc = tl.where(seen[:, None], acc / t_safe[:, None], 0.0)
-        m_safe = tl.where(m == float("-inf"), 0.0, m)
-        lse = tl.where(seen, m_safe + tl.log(t_safe), float("-inf"))
-        tl.store(LSE + z * NQ + qidx, lse, ok)
-    tl.store(O + b * sob + h * soh + qidx[:, None] * son + offs_d[None, :], acc.to(O.dtype.element_ty), mask)
 
 
 @triton.jit
@@ -935,4 +839,4 @@ def _bwd_dkdv_kernel(
     )
 
 
-__all__ = ["LN2", "LOG2E", "_bwd_dkdv_kernel", "_bwd_dq_kernel", "_fwd_kernel", "_merge_kernel", "triton"]
+__all__ = ["LN2", "LOG2E", "_bwd_dkdv_kernel", "_bwd_dq_kernel", "_fwd_kernel", "triton"]

@@ -27,7 +27,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._common import fused_base
 from ..global_tokens import write_rows_
-from . import _flash
+from . import _flash, _merges
 from .dropout import kernel_args, new_seed
 from .launch import _INTERPRET, Consts, launch
 
@@ -427,10 +427,10 @@ def _band_merge(
         kw = dict(D=d, BLOCK_D=max(16, _pow2(d)), HAS_QVAL=qval is not None)
         if not _INTERPRET:
             kw.update(num_warps=4, num_stages=2)
-        c = _BAND_MERGE[key] = Consts(_flash._band_merge_kernel, kw)
+        c = _BAND_MERGE[key] = Consts(_merges._band_merge_kernel, kw)
     ptrs = (gp, gml, qval if qval is not None else dummy, rows.idx, rows.cnt, o, lse)
     scalars = (rdrop, h, nw, nq, rows.idx.shape[1], *_s4(o), *_sbh(qval), _sb(rows.idx))
-    launch(_flash._band_merge_kernel, (b * h, rows.idx.shape[1]), ptrs, scalars, c)
+    launch(_merges._band_merge_kernel, (b * h, rows.idx.shape[1]), ptrs, scalars, c)
 
 
 def _grid(c: Consts, plan: Plan, rows: int, keys: bool = False) -> int:
@@ -463,11 +463,11 @@ def _merge(parts, part_lse, o, lse, rows: Rows, h: int, nq: int, total: bool) ->
         kw = dict(D=d, BLOCK_D=max(16, _pow2(d)), BLOCK_M=bm, SUM=total)
         if not _INTERPRET:
             kw.update(num_warps=4, num_stages=3)
-        c = _MERGE[key] = Consts(_flash._merge_kernel, kw)
+        c = _MERGE[key] = Consts(_merges._merge_kernel, kw)
     g = rows.idx.shape[1]
     ptrs = (parts, part_lse, o, lse, rows.idx, rows.cnt)
     scalars = (h, nq, g, rows.nseg, parts.shape[2], *_s4(o), _sb(rows.idx))
-    launch(_flash._merge_kernel, (-(-g // bm), o.shape[0] * h), ptrs, scalars, c)
+    launch(_merges._merge_kernel, (-(-g // bm), o.shape[0] * h), ptrs, scalars, c)
 
 
 @dataclass(eq=False, slots=True)
