@@ -526,7 +526,7 @@ def _bwd_dq_body(
     """dQ of work item w of (batch, head) z. DROP: dP of a dropped pair is 0, of a kept one dP * rdrop;
     delta = rowsum(dO * O) holds as is. Also writes delta = rowsum(dO * O) - dLSE for the dK / dV
     kernel that runs next. ROWS: partial dQ at rows w * BLOCK_M + [0, BLOCK_M) of DQ (summed by
-    _merge_kernel). RSKIP: rows whose RSLOT entry is >= 0 get neither dQ nor delta written."""
+    _merges._merge_kernel). RSKIP: rows whose RSLOT entry is >= 0 get neither dQ nor delta written."""
     b = z // H
     h = z % H
     qidx, qok = _query_rows(

@@ -371,8 +371,9 @@ _APART = _Along(False, False, 16, 16)
 # the main launch. Merging in that launch (the last program of each head, through a counter) was
 # slower (0.117 / 0.450 ms), so was the work done inside the band loop (0.174 / 0.670: the loop is
 # no longer pipelined) or transposed for the warpgroup MMA (0.117, and NaN on the H200). With 8 or
-# 16 rows it was slower than the split plan (16K: 0.153 / 0.192 against 0.121 / 0.127 ms; the merge
-# has one program per head), so by default it takes one row; the kernels take up to BAND_ROWS_MOST.
+# 16 rows it was slower than the split plan (16K: 0.153 / 0.192 against 0.121 / 0.127 ms, with a
+# merge of one program per head, which now has one per row, untimed with more rows), so by default it
+# takes one row; the kernels take up to BAND_ROWS_MOST.
 BAND_ROWS = [True]  # (False: a split plan's programs, as for the other patterns; benchmarks)
 BAND_ROWS_MAX = 1
 BAND_ROWS_MOST = 16  # (one tile of rows)
