@@ -56,9 +56,10 @@ def test_model_masks_are_the_same_tensors_for_the_same_inputs(monkeypatch) -> No
     gam[0, 3] = 1  # in place: a new version, new masks
     again = model_masks(mask, gam, (2, 12), mask.device)
     assert again[1] is not glob and again[1][0, 3]
-    ones, none = model_masks(None, None, (1, 5), mask.device)
-    assert none is None and ones.all() and model_masks(None, None, (1, 5), mask.device)[0] is ones
-    assert model_masks(None, None, (1, 6), mask.device)[0].shape == (1, 6)
+    assert model_masks(None, None, (1, 5), mask.device) == (None, None)  # all real: nothing to mask
+    no_pad, only_glob = model_masks(None, gam, (2, 12), mask.device)
+    assert no_pad is None and only_glob.tolist() == gam.bool().tolist()
+    assert model_masks(None, gam, (2, 12), mask.device)[1] is only_glob
 
     # a Longformer reads its global tokens from the device once per mask, not once per forward
     reads = []

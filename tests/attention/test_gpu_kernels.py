@@ -308,6 +308,7 @@ def _check_drop_permuted(name: str) -> dict:
 PLACED: dict[str, tuple] = {
     "placed_rows": (SlidingWindow(8, global_rows=False), {"n": 100, "glob": True, "layout": "seq"}),
     "placed_rows_dilated": (SlidingWindow(6, dilation=(1, 2), global_rows=False), {"n": 90, "glob": 5}),
+    "placed_rows_unpadded": (SlidingWindow(10, global_rows=False), {"n": 77, "glob": 3, "pad": "absent"}),
 }
 
 

@@ -43,3 +43,15 @@ def test_bigbird_layer_keeps_its_pattern_per_length_and_mode() -> None:
         and train is not layer._patterns[(400, False, False, False, "block_sparse", "cpu")]
     )
     assert isinstance(train.seed, torch.Tensor) and train.seed.dim() == 3  # HF's per-head train plan
+
+
+def test_padding_converted_once_per_mask_and_again_after_a_change() -> None:
+    from longseq.attention.kernels.patterns_gpu import _i8
+
+    mask = torch.tensor([[True, True, False]])
+    first = _i8(mask)
+    assert first.dtype == torch.int8 and first.tolist() == [[1, 1, 0]]
+    assert _i8(mask) is first  # the same mask: kept
+    assert _i8(mask.clone()) is not first  # an equal tensor, another object
+    mask[0, 2] = True  # in place: converted again
+    assert _i8(mask).tolist() == [[1, 1, 1]]

@@ -48,7 +48,7 @@ class GlobalTokens:
     def kernel_vectors(self) -> dict[str, torch.Tensor]:
         """What the gpu kernels read (built once): idx (b, G) and cnt (b,) int32; slot (b, n) int32,
         the slot of each global position (-1 elsewhere)."""
-        if not self._gpu:
+        if "idx" not in self._gpu:
             b, n = self.mask.shape
             idx = self.idx.to(torch.int32).contiguous()
             cnt = self.used.sum(1).to(torch.int32)
@@ -57,6 +57,33 @@ class GlobalTokens:
             slot.scatter_(1, torch.where(self.used, self.idx, n), torch.where(self.used, slots, -1))
             self._gpu.update(idx=idx, cnt=cnt, slot=slot[:, :n].contiguous())
         return self._gpu
+
+    def flat_index(self) -> torch.Tensor:
+        """(b * G,) the slots' positions in the (b * n) rows of the flattened batch (built once)."""
+        got = self._gpu.get("flat")
+        if got is None:
+            b, n = self.mask.shape
+            got = (self.idx + n * batch_index(b, self.idx.device)).flatten()
+            if not torch.compiler.is_compiling():
+                self._gpu["flat"] = got
+        return got
+
+
+_BATCH: dict[tuple, torch.Tensor] = {}
+
+
+def batch_index(b: int, device: torch.device) -> torch.Tensor:
+    """(b, 1): 0 .. b - 1, kept per (b, device) outside torch.compile (a constant the host need not
+    build on every call)."""
+    if torch.compiler.is_compiling():
+        return torch.arange(b, device=device)[:, None]
+    key = (b, device)
+    got = _BATCH.get(key)
+    if got is None:
+        if len(_BATCH) > 32:
+            _BATCH.clear()
+        got = _BATCH[key] = torch.arange(b, device=device)[:, None]
+    return got
 
 
 _RECENT: list[tuple] = []  # (ref(global_mask), ref(padding_mask) | None, tensor keys, GlobalTokens)
@@ -91,13 +118,12 @@ def _masks(
     global_attention_mask: torch.Tensor | None,
     shape: tuple[int, int],
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if attention_mask is None:
-        padding = torch.ones(shape, dtype=torch.bool, device=device)
-    else:
-        padding = attention_mask.bool()
-    glob = None if global_attention_mask is None else global_attention_mask.bool() & padding
-    return padding, glob
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    padding = None if attention_mask is None else attention_mask.bool()
+    if global_attention_mask is None:
+        return padding, None
+    glob = global_attention_mask.bool()
+    return padding, glob if padding is None else glob & padding
 
 
 _MASKS: list[tuple] = []  # (refs of the inputs, their tensor keys, shape, device, (padding, glob))
@@ -108,9 +134,10 @@ def model_masks(
     global_attention_mask: torch.Tensor | None,
     shape: tuple[int, int],
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """A model's (padding, glob) bool masks (b, n) from its HF-style inputs (attention_mask: 1 = real
-    token, None = all real; global_attention_mask: 1 = global), as the same tensor objects for the
+    token, None = all real, given as padding None so that the kernels mask nothing;
+    global_attention_mask: 1 = global), as the same tensor objects for the
     same inputs (identity and version). So `global_tokens`, keyed by those objects, reads the
     device once per input mask, not once per forward: a repeated or graph-captured step never waits."""
     if torch.compiler.is_compiling():  # traced: plain tensor code (the compiled graph keeps no cache)
@@ -136,7 +163,7 @@ def write_rows_(
     """out (b, h, n, d) with rows idx[b, g] (b, G) set to values[b, :, g] (values (b, h, G, d)) where
     used[b, g], in place. Unused slots hold distinct non-global positions (`global_index`): they get
     their own rows back, so every write lands on its own row."""
-    bi = torch.arange(out.shape[0], device=out.device)[:, None].expand_as(idx)  # (b, G)
+    bi = batch_index(out.shape[0], out.device).expand_as(idx)  # (b, G)
     seq = out.transpose(1, 2)  # (b, n, h, d), a view
     seq[bi, idx] = torch.where(used[..., None, None], values.transpose(1, 2).to(out.dtype), seq[bi, idx])
     return out

@@ -18,6 +18,7 @@ from torch import nn
 
 from .activations import _gelu_tanh
 from .autocast import autocast_from, autocast_state
+from .weight_cast import cast_of
 
 __all__ = ["act_linear"]
 
@@ -103,7 +104,9 @@ _DERIVATIVES: dict[Act, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
 
 
 def act_linear(h: torch.Tensor, act: Act, linear: nn.Linear) -> torch.Tensor:
-    """linear(act(h)), recomputing act(h) in the backward pass. h (..., in) -> (..., out)."""
-    if not torch.is_grad_enabled() or not (h.requires_grad or linear.weight.requires_grad):
-        return linear(act(h))
-    return _ActLinear.apply(h, linear.weight, linear.bias, act)
+    """linear(act(h)), recomputing act(h) in the backward pass. h (..., in) -> (..., out). The
+    weights are those of an open `cast_linears` where it holds the layer."""
+    weight, bias = cast_of((linear,)) or (linear.weight, linear.bias)
+    if not torch.is_grad_enabled() or not (h.requires_grad or weight.requires_grad):
+        return F.linear(act(h), weight, bias)
+    return _ActLinear.apply(h, weight, bias, act)

@@ -209,6 +209,10 @@ class BigBirdSelfAttention(nn.Module):
             return BlockSparse(bs, r, seed=self.seed)
         return BlockSparse(bs, r, seed=torch.zeros(nb - 2, r, dtype=torch.long, device=device))
 
+    def linear_groups(self) -> list[tuple[nn.Linear, ...]]:
+        """q, k, v: one group, as `forward` projects them (`cast_linears`)."""
+        return [(self.query, self.key, self.value)]
+
     def forward(self, x: Tensor, padding_mask: Tensor | None) -> Tensor:
         q, k, v = (split_heads(t, self.heads) for t in project(x, self.query, self.key, self.value))
         pattern = self.pattern(x.shape[1], x.device)

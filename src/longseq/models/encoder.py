@@ -16,6 +16,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..layers.act_linear import act_linear
 from ..layers.activations import activation
+from ..layers.embedding import embed
+from ..layers.weight_cast import cast_linears, linear
 
 
 class Embeddings(nn.Module):
@@ -74,7 +76,7 @@ class Embeddings(nn.Module):
     ) -> torch.Tensor:
         if inputs_embeds is None:
             assert input_ids is not None
-            inputs_embeds = self.word(input_ids)
+            inputs_embeds = embed(input_ids, self.word)
         batch, seq = inputs_embeds.shape[:2]
         if seq > self.position.num_embeddings - (self.pad_token_id + 1 if self.roberta_positions else 0):
             limit = self.position.num_embeddings - (self.pad_token_id + 1 if self.roberta_positions else 0)
@@ -84,11 +86,13 @@ class Embeddings(nn.Module):
             )
         if position_ids is None:
             position_ids = self.position_ids(input_ids, batch, seq, inputs_embeds.device)
-        x = inputs_embeds * self.scale + self.position(position_ids)
+        words = inputs_embeds if self.scale == 1.0 else inputs_embeds * self.scale
+        x = words + embed(position_ids, self.position)  # (batch, seq, hidden)
         if self.token_type is not None:
-            if token_type_ids is None:
-                token_type_ids = torch.zeros(batch, seq, dtype=torch.long, device=inputs_embeds.device)
-            x = x + self.token_type(token_type_ids)
+            if token_type_ids is None:  # every token of type 0, as HF's zeros: one row added to all
+                x = x + self.token_type.weight[0]
+            else:
+                x = x + embed(token_type_ids, self.token_type)
         if self.dropout_first:
             return self.norm(self.dropout(x))  # (batch, seq, hidden)
         return self.dropout(self.norm(x))  # (batch, seq, hidden)
@@ -111,13 +115,24 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, **attention_args: torch.Tensor | None) -> torch.Tensor:
+        # under autocast the layer's weights are cast in one go, and their gradients come back in one
+        # go when the layer's backward ends (so data-parallel training can reduce them while the
+        # layers below run their backward)
+        with cast_linears(self.linear_groups()):
+            return self._forward(x, **attention_args)
+
+    def _forward(self, x: torch.Tensor, **attention_args: torch.Tensor | None) -> torch.Tensor:
         # no local names for intermediates: each is freed as soon as nothing needs it (x is rebound,
         # so attn_norm's output is gone before ffn_norm's exists; the activation peak is there)
         a = self.attention(x, **attention_args)  # (batch, seq, hidden); attn_out keeps it anyway
-        x = self.attn_norm(x + self.dropout(self.attn_out(a)))
+        x = self.attn_norm(x + self.dropout(linear(a, self.attn_out)))
         # act_linear keeps ffn_in(x), not the activation of it
-        x = x + self.dropout(act_linear(self.ffn_in(x), self.act, self.ffn_out))
+        x = x + self.dropout(act_linear(linear(x, self.ffn_in), self.act, self.ffn_out))
         return self.ffn_norm(x)
+
+    def linear_groups(self) -> list[tuple[nn.Linear, ...]]:
+        """The layer's Linear layers, in the groups they are used in (`cast_linears`)."""
+        return [*_groups(self.attention), (self.attn_out,), (self.ffn_in,), (self.ffn_out,)]
 
 
 class Encoder(nn.Module):
@@ -143,6 +158,12 @@ class Encoder(nn.Module):
         if output_hidden_states:
             states.append(x)
         return x, (tuple(states) if output_hidden_states else None)
+
+
+def _groups(layer: nn.Module) -> list[tuple[nn.Linear, ...]]:
+    """A module's `linear_groups()`, or none."""
+    groups = getattr(layer, "linear_groups", None)
+    return groups() if groups is not None else []
 
 
 class Pooler(nn.Module):

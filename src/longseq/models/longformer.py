@@ -15,6 +15,7 @@ from torch import nn
 from ..attention import Dense, SlidingWindow, attend
 from ..attention.global_tokens import global_tokens, model_masks
 from ..layers.projection import autocast_input, project
+from ..layers.weight_cast import linear
 from .base import LongseqPreTrainedModel, finish_output, input_shape
 from .configs import LongformerConfig
 from .encoder import (
@@ -73,7 +74,7 @@ class LongformerSelfAttention(nn.Module):
         self.pattern = SlidingWindow(window, dilation=dil, causal=causal, global_rows=False)
         self.dropout = config.attention_probs_dropout_prob
 
-    def forward(self, x: Tensor, padding_mask: Tensor, global_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, padding_mask: Tensor | None, global_mask: Tensor | None) -> Tensor:
         h = self.heads
         # q, k, v in one matrix product (the kernels take their gradient as one tensor), the global
         # keys and values in another, over one autocast copy of x (kept once for backward)
@@ -98,8 +99,13 @@ class LongformerSelfAttention(nn.Module):
         )
         return merge_heads(out)  # (b, n, hidden); a view when the kernels wrote the heads sequence-major
 
+    def linear_groups(self) -> list[tuple[nn.Linear, ...]]:
+        """The projections, in the groups `forward` uses them in (`cast_linears`)."""
+        qkv, kv_global = (self.query, self.key, self.value), (self.key_global, self.value_global)
+        return [qkv, kv_global, (self.query_global,)]
+
     def _global_rows(
-        self, x: Tensor, kv_global: list[Tensor], padding: Tensor, glob: Tensor, p: float
+        self, x: Tensor, kv_global: list[Tensor], padding: Tensor | None, glob: Tensor, p: float
     ) -> Tensor | None:
         """Global queries (query_global) over every real key (key_global, value_global): (b, h, G, d),
         slot by slot as the global tokens' `idx`; None without global tokens."""
@@ -108,9 +114,9 @@ class LongformerSelfAttention(nn.Module):
         if tokens.g == 0:
             return None
         # index_select keeps no copy of x for backward (gather would keep all of it)
-        rows = (tokens.idx + n * torch.arange(b, device=x.device)[:, None]).flatten()  # (b * G,)
+        rows = tokens.flat_index()  # (b * G,)
         xg = x.flatten(0, 1).index_select(0, rows).view(b, -1, x.shape[-1])  # (b, G, hidden)
-        qg = split_heads(self.query_global(xg), self.heads)  # (b, h, G, d)
+        qg = split_heads(linear(xg, self.query_global), self.heads)  # (b, h, G, d)
         return attend(qg, *kv_global, Dense(), padding_mask=padding, dropout=p)  # (b, h, G, d)
 
 

@@ -26,7 +26,7 @@ import torch
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._common import fused_base
-from ..global_tokens import write_rows_
+from ..global_tokens import batch_index, write_rows_
 from . import _flash, _merges
 from .dropout import kernel_args, new_seed
 from .launch import _INTERPRET, Consts, launch
@@ -631,14 +631,11 @@ class _ListedAttention(torch.autograd.Function):
         if do is None:
             do = torch.zeros_like(o)
         dpv = None
-        if call.place is not None:  # placed rows: their gradient goes to pv, none through the kernels
+        if call.place is not None:  # placed rows: their gradient goes to pv (qval kept them out)
             idx, used = call.place
-            bi = torch.arange(b, device=q.device)[:, None].expand_as(idx)
+            bi = batch_index(b, q.device).expand_as(idx)
             rows_do = do.transpose(1, 2)[bi, idx]  # (b, G, h, d)
-            keep = used[..., None, None]
-            dpv = torch.where(keep, rows_do, 0).transpose(1, 2)
-            do = do.clone()
-            do.transpose(1, 2)[bi, idx] = torch.where(keep, 0, rows_do)
+            dpv = torch.where(used[..., None, None], rows_do, 0).transpose(1, 2)
         do = _unit_last(do)
         delta = torch.empty(b * h, nq, device=q.device, dtype=torch.float32)  # written by the dQ kernels
         if dlse is not None:
@@ -779,7 +776,8 @@ def listed_attention(
     (B, H, Nq) float32. dropout: probability of dropping each attention weight (`dropout.py`); the
     seed is drawn from torch's generator on q's device, once per call. place: (idx (B, G), used
     (B, G) bool, values (B, H, G, d)): output rows idx[b, g] replaced by values[b, :, g] where used,
-    in the output buffer (their lse is the kernel's); their gradient goes to values. all_keys: kval
+    in the output buffer (lse -inf there); their gradient goes to values. qval must mark those rows 0,
+    so that the kernels give them nothing, forward or backward. all_keys: kval
     is all ones (no padding, no key left out), so whole tiles of a band need no mask.
     """
     # one dtype for the kernel's dot products (under autocast a normalisation may come back in fp32)

@@ -44,8 +44,23 @@ WINDOW_BLOCK_N = 64
 SPLIT_BLOCK = 64
 
 
+_I8: list[tuple[torch.Tensor, tuple[int, int], torch.Tensor]] = []  # (mask, its tensor key, int8)
+
+
 def _i8(mask: torch.Tensor) -> torch.Tensor:
-    return mask.to(torch.int8)
+    """mask as int8, the kernels' form; kept for the last few masks (identity and version), so the
+    layers of a model that share one padding mask convert it once. Never cached while a CUDA graph
+    is captured: the graph must hold the conversion, to redo it when replayed on new masks."""
+    key = tensor_key(mask)
+    if key is None or (mask.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return mask.to(torch.int8)
+    for held, held_key, value in _I8:
+        if held is mask and held_key == key:
+            return value
+    value = mask.to(torch.int8)
+    _I8.insert(0, (mask, key, value))
+    del _I8[8:]
+    return value
 
 
 def _qval(padding: torch.Tensor | None) -> torch.Tensor | None:
@@ -64,6 +79,16 @@ def _filled(b: int, n: int, device: torch.device, value: int, dtype: torch.dtype
             _FILLED.clear()
         t = _FILLED[key] = torch.full((b, n), value, dtype=dtype, device=device)
     return t
+
+
+def _unplaced(tokens: GlobalTokens, padding: torch.Tensor | None) -> torch.Tensor:
+    """(b, 1, n) int8: the real query rows that are not global (kept with the tokens, which are kept
+    per padding mask)."""
+    got = tokens._gpu.get("unplaced")
+    if got is None:
+        keep = ~tokens.mask if padding is None else padding & ~tokens.mask
+        got = tokens._gpu["unplaced"] = keep.to(torch.int8)[:, None]
+    return got
 
 
 def _kval(padding: torch.Tensor | None, b: int, n: int, device: torch.device) -> torch.Tensor:
@@ -172,6 +197,8 @@ def sliding_window_gpu(
         rows = None
         if pattern.global_rows:  # the window lists them too: the main launch leaves them to their programs
             rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, slot=vec["slot"])
+        # the caller's rows are left out of the kernels (forward and backward), then written in
+        qval = _qval(padding) if place is None else _unplaced(tokens, padding)
         out, _ = listed_attention(
             q,
             k,
@@ -179,7 +206,7 @@ def sliding_window_gpu(
             plan,
             kval,
             scale,
-            qval=_qval(padding),
+            qval=qval,
             extra=extra,
             rows=rows,
             dropout=dropout,
