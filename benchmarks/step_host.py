@@ -10,7 +10,7 @@ the first), with their kernel launches and aten ops per step counted:
 Full tables go to $OUT/step_host.txt; a summary table is printed last.
 
     PYTHONPATH=src python benchmarks/step_host.py [--seq 16384] [--steps 20]
-        [--variants all,neither] [--profile] [--stacks aten::gather]
+        [--variants all,neither] [--profile]
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--variants", default="all,no_cast,no_embed,neither")
     ap.add_argument("--profile", action="store_true", help="profile the first variant, after the timings")
-    ap.add_argument("--stacks", default="", help="comma-separated op names: print where they are called")
     args = ap.parse_args()
     model, ids, glob = build(args.seq)
     cast, embed = getattr(encoder, "cast_linears", None), getattr(encoder, "embed", None)
@@ -88,7 +87,7 @@ def main() -> None:
         times[variant].append((host * 1e3, (time.perf_counter() - t) * 1e3))
     if args.profile:
         use(variants[0])
-        run(model, ids, glob, args, profile=True)
+        profile_step(steps[variants[0]])
     print("variant | host ms / step (enqueue): median, min | wall ms / step: median | launches | aten ops")
     for variant, rows in times.items():
         hosts, walls = sorted(h for h, _ in rows), sorted(w for _, w in rows)
@@ -120,46 +119,17 @@ def count_ops(step) -> tuple[int, int]:
     return launches, sum(n.startswith("aten::") for n in names)
 
 
-def run(model, ids, glob, args, profile: bool) -> tuple[float, float]:
-    model.zero_grad(set_to_none=True)
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(input_ids=ids, global_attention_mask=glob).last_hidden_state
-        loss = out.float().sum()
-        del out
-        loss.backward()
-
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
-    hosts, walls = [], []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        step()
-        hosts.append(time.perf_counter() - t)
-        torch.cuda.synchronize()
-        walls.append(time.perf_counter() - t)
-    host, wall = sorted(hosts)[len(hosts) // 2] * 1e3, sorted(walls)[len(walls) // 2] * 1e3
-    if not profile:
-        return host, wall
-
+def profile_step(step) -> None:
+    """3 steps by torch.profiler (ops by self host time) and by cProfile; tables to $OUT."""
     from torch.profiler import ProfilerActivity, profile
 
+    step()
+    torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
     ops = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=45)
-    if args.stacks:
-        with profile(activities=[ProfilerActivity.CPU], with_stack=True) as prof:
-            step()
-            torch.cuda.synchronize()
-        for ev in prof.key_averages(group_by_stack_n=12):
-            if ev.key in args.stacks.split(","):
-                stack = "\n    ".join(ev.stack)
-                print(f"{ev.key}: {ev.count} calls, {ev.cpu_time_total:.0f} us\n    {stack}")
-
     cp = cProfile.Profile()
     cp.enable()
     for _ in range(3):
@@ -177,7 +147,6 @@ def run(model, ids, glob, args, profile: bool) -> tuple[float, float]:
     with open(os.path.join(out, "step_host.txt"), "w") as f:
         f.write(text)
     print(ops[:3000])
-    return host, wall
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ class GlobalTokens:
             self._gpu.update(idx=idx, cnt=cnt, slot=slot[:, :n].contiguous())
         return self._gpu
 
+    def other_queries(self, padding: torch.Tensor | None) -> torch.Tensor:
+        """(b, 1, n) int8: the real query rows that are not global, as the kernels' qval (built once;
+        padding: the mask these tokens were found under)."""
+        if "other" not in self._gpu:
+            keep = ~self.mask if padding is None else padding & ~self.mask
+            self._gpu["other"] = keep.to(torch.int8)[:, None]
+        return self._gpu["other"]
+
     def flat_index(self) -> torch.Tensor:
         """(b * G,) the slots' positions in the (b * n) rows of the flattened batch (built once)."""
         got = self._gpu.get("flat")

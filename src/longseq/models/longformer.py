@@ -109,7 +109,7 @@ class LongformerSelfAttention(nn.Module):
     ) -> Tensor | None:
         """Global queries (query_global) over every real key (key_global, value_global): (b, h, G, d),
         slot by slot as the global tokens' `idx`; None without global tokens."""
-        b, n, _ = x.shape
+        b = x.shape[0]
         tokens = global_tokens(glob, padding)  # (b, G): read once per mask, shared with the attention core
         if tokens.g == 0:
             return None

@@ -81,16 +81,6 @@ def _filled(b: int, n: int, device: torch.device, value: int, dtype: torch.dtype
     return t
 
 
-def _unplaced(tokens: GlobalTokens, padding: torch.Tensor | None) -> torch.Tensor:
-    """(b, 1, n) int8: the real query rows that are not global (kept with the tokens, which are kept
-    per padding mask)."""
-    got = tokens._gpu.get("unplaced")
-    if got is None:
-        keep = ~tokens.mask if padding is None else padding & ~tokens.mask
-        got = tokens._gpu["unplaced"] = keep.to(torch.int8)[:, None]
-    return got
-
-
 def _kval(padding: torch.Tensor | None, b: int, n: int, device: torch.device) -> torch.Tensor:
     """(b, 1, n) int8 of the real keys; without padding a cached ones vector."""
     if padding is not None:
@@ -198,7 +188,7 @@ def sliding_window_gpu(
         if pattern.global_rows:  # the window lists them too: the main launch leaves them to their programs
             rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, slot=vec["slot"])
         # the caller's rows are left out of the kernels (forward and backward), then written in
-        qval = _qval(padding) if place is None else _unplaced(tokens, padding)
+        qval = _qval(padding) if place is None else tokens.other_queries(padding)
         out, _ = listed_attention(
             q,
             k,
