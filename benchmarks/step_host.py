@@ -96,8 +96,12 @@ def main() -> None:
         print(f"{variant} | {host} | {walls[len(walls) // 2]:.2f} | {launches} | {ops}")
 
 
-def make_step(model, ids, glob):
+def make_step(model, ids, glob, fresh: bool = False):
+    """The training step; fresh: from no gradients, as `models.py`'s (zero_grad(set_to_none=True))."""
+
     def step() -> None:
+        if fresh:
+            model.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model(input_ids=ids, global_attention_mask=glob).last_hidden_state
         loss = out.float().sum()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from longseq.attention.global_tokens import GlobalTokens, global_tokens
+from longseq.attention.global_tokens import GlobalTokens, global_tokens, read_rows, write_rows_
 
 
 def test_positions_slots_and_counts() -> None:
@@ -36,7 +36,38 @@ def test_cache_by_identity_and_version() -> None:
 
 def test_of_no_global_tokens() -> None:
     t = GlobalTokens.of(torch.zeros(3, 5, dtype=torch.bool))
-    assert t.g == 0 and t.idx.shape == (3, 0)
+    assert t.g == 0 and t.idx.shape == (3, 0) and t.full
+
+
+def test_rows_move_by_one_indexed_copy_only_when_every_slot_is_used() -> None:
+    b, h, n, d = 2, 3, 11, 4
+    glob = torch.zeros(b, n, dtype=torch.bool)
+    glob[:, [2, 7]] = True
+    full = global_tokens(glob, None)
+    glob2 = glob.clone()
+    glob2[0, 9] = True  # row 0 has three, row 1 two: a slot unused
+    part = global_tokens(glob2, None)
+    pad = torch.ones(b, n, dtype=torch.bool)
+    pad[1, 7:] = False  # the padded token 7 is not global: row 1 has one
+    padded = global_tokens(glob, pad)
+    assert full.full and not part.full and not padded.full
+    assert full.rows_place()[2].tolist() == [2, 7, n + 2, n + 7] and part.rows_place()[2] is None
+    gen = torch.Generator().manual_seed(0)
+    for tokens in (full, part, padded):
+        values = torch.randn(b, h, tokens.g, d, generator=gen)
+        seq = torch.randn(b, n, h, d, generator=gen).transpose(1, 2)  # sequence-major, as the kernels'
+        heads = seq.contiguous()  # head-major: no flat rows, the indexed path
+        idx, used, flat = tokens.rows_place()
+        want = seq.clone()
+        for i in range(b):
+            for g in range(tokens.g):
+                if used[i, g]:
+                    want[i, :, idx[i, g]] = values[i, :, g]
+        for x in (seq.clone(), heads.clone()):
+            assert torch.equal(write_rows_(x, idx, used, values, flat), want)
+            got = read_rows(x, idx, used, flat)
+            assert got.shape == values.shape
+            assert torch.equal(got, torch.where(used[:, None, :, None], values, 0))
 
 
 def test_model_masks_are_the_same_tensors_for_the_same_inputs(monkeypatch) -> None:

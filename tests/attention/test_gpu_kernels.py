@@ -309,22 +309,40 @@ PLACED: dict[str, tuple] = {
     "placed_rows": (SlidingWindow(8, global_rows=False), {"n": 100, "glob": True, "layout": "seq"}),
     "placed_rows_dilated": (SlidingWindow(6, dilation=(1, 2), global_rows=False), {"n": 90, "glob": 5}),
     "placed_rows_unpadded": (SlidingWindow(10, global_rows=False), {"n": 77, "glob": 3, "pad": "absent"}),
+    # as many global tokens in every row, sequence-major heads: rows moved by one indexed copy
+    "placed_rows_full_seq": (
+        SlidingWindow(10, global_rows=False),
+        {"n": 77, "layout": "seq", "pad": "some", "full": 3},
+    ),
 }
 
 
 def _check_placed(name: str) -> dict:
+    import importlib
+
     import longseq.attention as A
     from longseq.attention.global_tokens import global_tokens
 
+    G = importlib.import_module("longseq.attention.global_tokens")  # (the package's name is the function)
     pattern, opts = PLACED[name]
+    opts = dict(opts)
+    full = opts.pop("full", 0)
     q, k, v, padding, global_mask = _inputs(pattern, **opts)
-    g = global_tokens(global_mask, padding).g
+    if full:  # the same global tokens in every row, all real
+        global_mask = torch.zeros(q.shape[0], q.shape[2], dtype=torch.bool)
+        global_mask[:, torch.arange(0, 6 * full, 6)] = True
+    tokens = global_tokens(global_mask, padding)
+    g = tokens.g
     gen = torch.Generator().manual_seed(3)
     rows = torch.randn(q.shape[0], q.shape[1], g, q.shape[-1], generator=gen)
     ins = [t.requires_grad_(True) for t in (q, k, v, rows)]
     go = torch.randn(q.shape, generator=gen)
-    res = {}
+    if opts.get("layout") == "seq":  # the output's gradient sequence-major too, as merge_heads gives it
+        go = go.transpose(1, 2).contiguous().transpose(1, 2)
+    res = {"full": tokens.full}
     outs = {}
+    flat_rows, seen = G._flat_rows, []
+    G._flat_rows = lambda x, flat: seen.append(flat_rows(x, flat) is not None) or flat_rows(x, flat)
     for backend in ("gpu", "torch"):
         kw = dict(padding_mask=padding, global_mask=global_mask, global_rows_out=rows)
         if backend == "gpu":
@@ -336,6 +354,8 @@ def _check_placed(name: str) -> dict:
         else:
             out = attend(q, k, v, pattern, backend="torch", **kw)
         outs[backend] = [out, *_grads(out, ins, go)]
+    G._flat_rows = flat_rows
+    res["flat"] = seen  # gpu forward, gpu backward, torch forward: whether one indexed copy moved the rows
     for i, (a, b) in enumerate(zip(outs["gpu"], outs["torch"], strict=True)):
         res[f"t{i}"] = _rel(a, b)
     res["placed"] = bool(torch.equal(outs["gpu"][0][0, :, 0].detach(), rows[0, :, 0].detach()))
@@ -455,6 +475,26 @@ def _check_few_rows(name: str) -> dict:
             _rel(a, b) for a, b in zip(_grads(out, [q, k, v], go), ref_grads, strict=True)
         ]
         res[f"{label}_empty_row_zero"] = bool((out[1] == 0).all())
+    # again, with the rows cached for this key mask (`_FEW`), and every buffer the kernels get
+    # unzeroed filled with NaN first: the rows are all the queries, so each output row is written
+    from longseq.attention.kernels import listed
+    from longseq.attention.kernels import patterns_gpu as pg
+
+    cached_rows = [r for r, _ in pg._FEW.values() if r.kval.shape[-1] == nk and r.every]
+    like = listed._like
+
+    def poisoned(x: torch.Tensor, zero: bool = False) -> torch.Tensor:
+        return like(x, zero) if zero else like(x).fill_(float("nan"))
+
+    listed._like = poisoned
+    try:
+        out = few_rows_gpu(q, k, v, padding, d**-0.5)
+        res["poisoned"] = [_rel(out, ref)] + [
+            _rel(a, b) for a, b in zip(_grads(out, [q, k, v], go), ref_grads, strict=True)
+        ]
+    finally:
+        listed._like = like
+    res["rows_cached"] = bool(cached_rows) and any(r is c for r, _ in pg._FEW.values() for c in cached_rows)
     return res
 
 
@@ -754,6 +794,12 @@ def test_placed_rows_match_the_torch_backend(results: dict, name: str) -> None:
     res = results[name]
     assert "error" not in res, res.get("error")
     assert res["placed"]  # token 0 is global in row 0: its output is the given row
+    # the kernels' buffer is sequence-major with layout "seq": there, with every slot used, the rows
+    # go in (forward) and come out (backward) by one indexed copy; never on the torch backend's copy
+    if "full" in PLACED[name][1]:
+        assert res["full"] and res["flat"] == [True, True, False], res
+    else:
+        assert not (res["full"] and PLACED[name][1].get("layout") == "seq") and not any(res["flat"]), res
     for key in [k for k in res if k.startswith("t")]:  # output, dq, dk, dv, d(rows)
         assert res[key] <= 1e-5, (key, res[key])
 
@@ -776,6 +822,7 @@ def test_few_rows_over_many_keys(results: dict, name: str) -> None:
     for label in ("kernels", "torch"):
         assert res[f"{label}_empty_row_zero"], label
         assert max(res[label]) <= 1e-5, (label, res[label])
+    assert res["rows_cached"] and max(res["poisoned"]) <= 1e-5, res  # (NaN fails the comparison)
 
 
 @pytest.mark.parametrize("name", sorted(BAND_VS_LIST))

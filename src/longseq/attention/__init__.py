@@ -98,14 +98,17 @@ def attend(
         if dropout:
             raise ValueError("the reference backend has no dropout: pass dropout=0.0")
         return reference(q, k, v, pattern, padding_mask=padding_mask, global_mask=global_mask, scale=scale)
-    padding, glob = check_inputs(q, k, v, pattern, padding_mask, global_mask)
+    padding, glob = check_inputs(q, k, v, pattern, padding_mask, global_mask, combine=False)
     if backend == "gpu" and not _gpu_available(q):
         raise ValueError("backend='gpu' needs CUDA tensors and the GPU kernels; use backend='torch'")
     s = default_scale(q.shape[-1], scale)
     fused = backend == "gpu" or (backend == "auto" and _gpu_available(q))
     tokens = None  # found once per mask (a host read), where the kernels or global_rows_out need them
     if glob is not None and (fused or global_rows_out is not None):
-        tokens = global_tokens(global_mask, padding_mask, glob)
+        tokens = global_tokens(global_mask, padding_mask)
+        glob = tokens.mask  # (without padded tokens: combined once per mask)
+    elif glob is not None and padding is not None:
+        glob = glob & padding  # a padded token is never global
     if global_rows_out is not None:
         _check_rows_out(global_rows_out, q, pattern, tokens)
     if fused and isinstance(pattern, kernels.SUPPORTED):

@@ -16,8 +16,10 @@ def check_inputs(
     pattern: Pattern,
     padding_mask: torch.Tensor | None,
     global_mask: torch.Tensor | None,
+    combine: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Validate the arguments of `attend`; return the masks as bool tensors (or None).
+    """Validate the arguments of `attend`; return the masks as bool tensors (or None), the global
+    one without its padded tokens (combine False: as given, for a caller that has it combined).
 
     Raises ValueError naming the argument at fault.
     """
@@ -63,7 +65,7 @@ def check_inputs(
                 f"global_mask is not defined for {type(pattern).__name__}: only SlidingWindow takes "
                 "global tokens (BlockSparse has its first and last blocks global already)"
             )
-        if padding is not None:
+        if padding is not None and combine:
             glob = glob & padding  # a padded token is never global
     return padding, glob
 

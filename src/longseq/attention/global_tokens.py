@@ -22,28 +22,44 @@ def global_index(glob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     G, the largest number of global tokens in a row, sizes tensors, so it is read on the host (the
     torch backend calls this once per call; `global_tokens` once per mask tensor).
     """
+    idx, used, _ = _index(glob)
+    return idx, used
+
+
+def _index(glob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """`global_index`, and whether every row has G global tokens (one host read for both)."""
     counts = glob.sum(1)
-    g = int(counts.max()) if glob.numel() else 0
+    g, full = 0, True
+    if glob.numel():
+        g, least = (int(c) for c in torch.stack([counts.max(), counts.min()]).tolist())
+        full = least == g
     order = torch.sort((~glob).to(torch.uint8), dim=1, stable=True).indices[:, :g]  # globals first
     used = torch.arange(g, device=glob.device)[None, :] < counts[:, None]
-    return order, used
+    return order, used, full
 
 
 @dataclass(eq=False)
 class GlobalTokens:
     """mask (b, n) bool: global and real. idx (b, G): positions, globals first in order; used (b, G):
-    which of the G slots hold a global token (rows have different counts); g = G."""
+    which of the G slots hold a global token (rows have different counts); g = G; full: every slot
+    is used (known on the host)."""
 
     mask: torch.Tensor
     idx: torch.Tensor
     used: torch.Tensor
     g: int
+    full: bool = False
     _gpu: dict = field(default_factory=dict, repr=False)
 
     @staticmethod
     def of(glob: torch.Tensor) -> GlobalTokens:
-        idx, used = global_index(glob)
-        return GlobalTokens(glob, idx, used, idx.shape[1])
+        idx, used, full = _index(glob)
+        return GlobalTokens(glob, idx, used, idx.shape[1], full)
+
+    def rows_place(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(idx, used, flat) for `write_rows_` and `read_rows`: flat, the slots' positions in the
+        flattened batch, only when every slot is used (then one indexed copy moves the rows)."""
+        return self.idx, self.used, self.flat_index() if self.full else None
 
     def kernel_vectors(self) -> dict[str, torch.Tensor]:
         """What the gpu kernels read (built once): idx (b, G) and cnt (b,) int32; slot (b, n) int32,
@@ -165,19 +181,54 @@ def model_masks(
     return padding, glob
 
 
+def _flat_rows(x: torch.Tensor, flat: torch.Tensor | None) -> torch.Tensor | None:
+    """x (b, h, n, d) as its (b * n, h, d) rows, a view, when x is sequence-major and flat is given."""
+    if flat is None:
+        return None
+    seq = x.transpose(1, 2)  # (b, n, h, d)
+    if not seq.is_contiguous():
+        return None
+    b, n, h, d = seq.shape
+    return seq.view(b * n, h, d)
+
+
 def write_rows_(
-    out: torch.Tensor, idx: torch.Tensor, used: torch.Tensor, values: torch.Tensor
+    out: torch.Tensor,
+    idx: torch.Tensor,
+    used: torch.Tensor,
+    values: torch.Tensor,
+    flat: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """out (b, h, n, d) with rows idx[b, g] (b, G) set to values[b, :, g] (values (b, h, G, d)) where
     used[b, g], in place. Unused slots hold distinct non-global positions (`global_index`): they get
-    their own rows back, so every write lands on its own row."""
+    their own rows back, so every write lands on its own row. flat (`GlobalTokens.rows_place`):
+    every slot is used, so a sequence-major out takes the rows in one indexed copy."""
+    rows = _flat_rows(out, flat)
+    if rows is not None:
+        h, d = rows.shape[1:]
+        rows.index_copy_(0, flat, values.transpose(1, 2).reshape(-1, h, d).to(out.dtype))
+        return out
     bi = batch_index(out.shape[0], out.device).expand_as(idx)  # (b, G)
     seq = out.transpose(1, 2)  # (b, n, h, d), a view
     seq[bi, idx] = torch.where(used[..., None, None], values.transpose(1, 2).to(out.dtype), seq[bi, idx])
     return out
 
 
+def read_rows(
+    x: torch.Tensor, idx: torch.Tensor, used: torch.Tensor, flat: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x (b, h, n, d) -> its rows idx[b, g] as (b, h, G, d), zero where a slot is unused (the
+    gradient of `write_rows_`'s values). flat: as for `write_rows_`."""
+    b, g = idx.shape
+    rows = _flat_rows(x, flat)
+    if rows is not None:
+        return rows.index_select(0, flat).view(b, g, *rows.shape[1:]).transpose(1, 2)
+    bi = batch_index(b, x.device).expand_as(idx)
+    got = x.transpose(1, 2)[bi, idx]  # (b, G, h, d)
+    return torch.where(used[..., None, None], got, 0).transpose(1, 2)
+
+
 def place_rows(out: torch.Tensor, tokens: GlobalTokens, values: torch.Tensor) -> torch.Tensor:
     """out (b, h, n, d) with the rows of the global tokens replaced by values (b, h, G, d), slot by
     slot in `tokens.idx` order (unused slots keep their rows). Out of place: one copy of out."""
-    return write_rows_(out.clone(), tokens.idx, tokens.used, values)
+    return write_rows_(out.clone(), *tokens.rows_place()[:2], values)

@@ -49,17 +49,27 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return F.linear(x, *cast)
 
 
+def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """tensors concatenated flat, in one `cat` (1-D ones go in as they are: one op fewer each)."""
+    return torch.cat([t if t.dim() == 1 else t.reshape(-1) for t in tensors])
+
+
+def _pieces(flat: torch.Tensor, sizes: list[int], shapes: list[torch.Size]) -> list[torch.Tensor]:
+    """flat cut into views of `shapes` (numels `sizes`), in one `split`."""
+    return [p if len(s) == 1 else p.view(s) for p, s in zip(flat.split(sizes), shapes, strict=True)]
+
+
 def _flat_cast(dtype: torch.dtype, layout: list[list[int]], params: Sequence[torch.Tensor]) -> list:
     """params (float32) in one flat cast to dtype; one view of it per entry of layout (the indices of
     adjacent params, in order): a group's weights as one (sum of out, in) matrix, or its biases."""
-    flat = torch.cat([p.reshape(-1) for p in params]).to(dtype)  # (total,)
-    outs, start = [], 0
+    flat = _flat(params).to(dtype)  # (total,)
+    sizes, shapes = [], []
     for idx in layout:
         n = sum(params[i].numel() for i in idx)
         row = params[idx[0]].shape[1:]  # () for biases, (in,) for weights
-        outs.append(flat[start : start + n].view(n // row.numel(), *row))
-        start += n
-    return outs
+        sizes.append(n)
+        shapes.append(torch.Size((n // row.numel(), *row)))
+    return _pieces(flat, sizes, shapes)
 
 
 class _Cast(torch.autograd.Function):
@@ -77,13 +87,11 @@ class _Cast(torch.autograd.Function):
         out: list[torch.Tensor | None] = [None] * len(ctx.shapes)
         present = [i for i, g in enumerate(grads) if g is not None]
         if present:
-            flat = torch.cat([grads[i].reshape(-1) for i in present]).float()  # type: ignore[union-attr]
-            start = 0
-            for i in present:
-                for j in ctx.layout[i]:
-                    n = ctx.shapes[j].numel()
-                    out[j] = flat[start : start + n].view(ctx.shapes[j])
-                    start += n
+            flat = _flat([grads[i] for i in present]).float()  # type: ignore[misc]
+            which = [j for i in present for j in ctx.layout[i]]
+            shapes = [ctx.shapes[j] for j in which]
+            for j, g in zip(which, _pieces(flat, [s.numel() for s in shapes], shapes), strict=True):
+                out[j] = g
         return None, None, *out
 
 

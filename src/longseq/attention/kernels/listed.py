@@ -26,7 +26,7 @@ import torch
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._common import fused_base
-from ..global_tokens import batch_index, write_rows_
+from ..global_tokens import read_rows, write_rows_
 from . import _flash, _merges
 from .dropout import kernel_args, new_seed
 from .launch import _INTERPRET, Consts, launch
@@ -187,6 +187,7 @@ class Rows:
     kval: torch.Tensor
     slot: torch.Tensor | None = None
     apart: bool = False
+    every: bool = False  # the rows are all the query rows, each written (the output needs no zeros)
 
     @property
     def nseg(self) -> int:
@@ -485,11 +486,16 @@ class _Call:
     scale: float
     dropout: float
     seed: torch.Tensor | None
-    place: tuple[torch.Tensor, torch.Tensor] | None
+    place: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None  # (idx, used, flat)
     kall: bool
     fused: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
     # (slots, offsets, shape, stride): inputs slots of (q, k, v) are views of one tensor, passed
     # in their first slot (`fused_base`), whose gradient is written in one buffer
+
+
+def _covered(call: _Call) -> bool:
+    """Whether the kernels write every query row (the plan's, or the rows that are all of them)."""
+    return call.plan.covers_all or (call.rows is not None and call.rows.every)
 
 
 def _views(base: torch.Tensor, fused: tuple, args: list) -> list:
@@ -514,7 +520,7 @@ class _ListedAttention(torch.autograd.Function):
         rdrop, thr = kernel_args(dropout)
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
-        o = _like(q, zero=not plan.covers_all)
+        o = _like(q, zero=not (plan.covers_all or (rows is not None and rows.every)))
         lse = torch.empty(b * h, nq, device=q.device, dtype=torch.float32)
         has_x = extra is not None
         xk = kx if kx is not None else k
@@ -604,7 +610,7 @@ class _ListedAttention(torch.autograd.Function):
                 )  # fmt: skip
             _merge(parts, part_lse, o, lse, rows, h, nq, total=False)
         if place is not None:  # the caller's rows, written over the kernel's (their lse stays)
-            write_rows_(o, *place, pv)
+            write_rows_(o, place[0], place[1], pv, place[2])
         ctx.set_materialize_grads(False)  # an unused lse (or out) gets no zeros, and no dLSE pass
         ctx.call = call  # (kval, pos: read-only inputs that get no gradient)
         ctx.save_for_backward(*saved, kx, vx, o, lse)  # (fused: the base once, in its first slot)
@@ -619,7 +625,7 @@ class _ListedAttention(torch.autograd.Function):
             base = (q, k, v)[call.fused[0][0]]
             q, k, v = _views(base, call.fused, [q, k, v])
             # one buffer for the fused inputs' gradients (dQ is zeroed where the plan may leave rows)
-            zero = not call.plan.covers_all and 0 in call.fused[0]
+            zero = not _covered(call) and 0 in call.fused[0]
             dbase = torch.zeros_like(base) if zero else torch.empty_like(base)
         plan, scale, extra, rows = call.plan, call.scale, call.extra, call.rows
         kval, pos = call.kval, call.pos
@@ -632,10 +638,7 @@ class _ListedAttention(torch.autograd.Function):
             do = torch.zeros_like(o)
         dpv = None
         if call.place is not None:  # placed rows: their gradient goes to pv (qval kept them out)
-            idx, used = call.place
-            bi = batch_index(b, q.device).expand_as(idx)
-            rows_do = do.transpose(1, 2)[bi, idx]  # (b, G, h, d)
-            dpv = torch.where(used[..., None, None], rows_do, 0).transpose(1, 2)
+            dpv = read_rows(do, *call.place)  # (b, h, G, d)
         do = _unit_last(do)
         delta = torch.empty(b * h, nq, device=q.device, dtype=torch.float32)  # written by the dQ kernels
         if dlse is not None:
@@ -648,14 +651,14 @@ class _ListedAttention(torch.autograd.Function):
         dl = dlse if dlse is not None else lse
         has_x = extra is not None
         grads = [None, None, None] if dbase is None else _views(dbase, call.fused, [None, None, None])
-        dq = grads[0] if grads[0] is not None else _like(q, zero=not plan.covers_all)
+        dq = grads[0] if grads[0] is not None else _like(q, zero=not _covered(call))
         nx = extra.idx.shape[1] if has_x else 0
         xk = kx if kx is not None else k
         xv = vx if vx is not None else v
         xidx, xcnt = (extra.idx, extra.cnt) if has_x else (kval, kval)
         xcol = extra.col if has_x else 0
-        dkx = torch.zeros(b, h, nx, d, device=q.device, dtype=torch.float32) if has_x else lse
-        dvx = torch.zeros_like(dkx) if has_x else lse
+        # the extra keys' dK and dV (fp32 atomics): one zeroed buffer for both
+        dkx, dvx = torch.zeros(2, b, h, nx, d, device=q.device, dtype=torch.float32) if has_x else (lse, lse)
         qs, ks, vs, os_, dos = _s4(q), _s4(k), _s4(v), _s4(o), _s4(do)
         bx = small_block(nx, plan.ktiles.block)
         has_dl = dlse is not None
@@ -764,7 +767,7 @@ def listed_attention(
     extra: Extra | None = None,
     rows: Rows | None = None,
     dropout: float = 0.0,
-    place: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    place: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None,
     all_keys: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flash attention of q over k, v along `plan`: (out, lse).
@@ -775,13 +778,18 @@ def listed_attention(
     rows that see every key (see `Extra`, `Rows`). Returns out (B, H, Nq, d) in q's dtype and lse
     (B, H, Nq) float32. dropout: probability of dropping each attention weight (`dropout.py`); the
     seed is drawn from torch's generator on q's device, once per call. place: (idx (B, G), used
-    (B, G) bool, values (B, H, G, d)): output rows idx[b, g] replaced by values[b, :, g] where used,
+    (B, G) bool, flat (B * G,) or None (`GlobalTokens.rows_place`), values (B, H, G, d)): output rows
+    idx[b, g] replaced by values[b, :, g] where used,
     in the output buffer (lse -inf there); their gradient goes to values. qval must mark those rows 0,
     so that the kernels give them nothing, forward or backward. all_keys: kval
     is all ones (no padding, no key left out), so whole tiles of a band need no mask.
     """
     # one dtype for the kernel's dot products (under autocast a normalisation may come back in fp32)
-    q, k, v = _unit_last(q), _unit_last(k.to(q.dtype)), _unit_last(v.to(q.dtype))
+    if k.dtype != q.dtype:
+        k = k.to(q.dtype)
+    if v.dtype != q.dtype:
+        v = v.to(q.dtype)
+    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     kval = _unit_last(kval)  # the kernels index these vectors with unit stride
     qval = None if qval is None else _unit_last(qval)
     pos = None if pos is None else _unit_last(pos)
@@ -790,8 +798,8 @@ def listed_attention(
         kx, vx = _unit_last(extra.kx.to(q.dtype)), _unit_last(extra.vx.to(q.dtype))
     assert pos is None or rows is None, "rows that see every key take no positions"
     seed = new_seed(q.device) if dropout > 0 else None
-    pv = None if place is None else place[2]
-    where = None if place is None else place[:2]
+    pv = None if place is None else place[3]
+    where = None if place is None else place[:3]
     if scale < 0:  # the kernels scale inside their max (qk_scale > 0): the sign moves into q
         q, scale = -q, -scale
     call = _Call(plan, kval, qval, pos, extra, rows, scale, dropout, seed, where, all_keys)

@@ -95,10 +95,12 @@ def _all_keys_rows(
     kval: torch.Tensor,
     slot: torch.Tensor | None = None,
     apart: bool = False,
+    every: bool = False,
 ) -> Rows:
-    """Rows idx[b, :cnt[b]] (idx (b | 1, G) int32) that see every key marked in kval; slot, apart:
-    see `Rows` (how they may run in the main launches)."""
-    return Rows(idx, cnt, split_plan(idx.shape[1], nk, idx.device, SPLIT_BLOCK), kval, slot, apart)
+    """Rows idx[b, :cnt[b]] (idx (b | 1, G) int32) that see every key marked in kval; slot, apart,
+    every: see `Rows` (how they may run in the main launches; whether they are all the queries)."""
+    plan = split_plan(idx.shape[1], nk, idx.device, SPLIT_BLOCK)
+    return Rows(idx, cnt, plan, kval, slot, apart, every)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ def sliding_window_gpu(
         tokens = GlobalTokens.of(glob)
     if tokens is not None and tokens.g == 0:
         tokens = None
-    place = None if rows_out is None or tokens is None else (tokens.idx, tokens.used, rows_out)
+    place = None if rows_out is None or tokens is None else (*tokens.rows_place(), rows_out)
     kval = _kval(padding, b, n, q.device)
     vec = tokens.kernel_vectors() if tokens is not None else None
     dilations = pattern.dilations(h)
@@ -183,7 +185,9 @@ def sliding_window_gpu(
             return out
         # global keys stay window keys; as extra keys they count only where the window leaves them
         # out. Global queries are window rows too (overwritten), and rows that see every key.
-        extra = Extra(vec["idx"], vec["cnt"], slot=vec["slot"], in_window=True)
+        extra = vec.get("extra")
+        if extra is None:  # (kept with the tokens' vectors: built once per mask)
+            extra = vec["extra"] = Extra(vec["idx"], vec["cnt"], slot=vec["slot"], in_window=True)
         rows = None
         if pattern.global_rows:  # the window lists them too: the main launch leaves them to their programs
             rows = _all_keys_rows(vec["idx"], vec["cnt"], n, kval, slot=vec["slot"])
@@ -257,13 +261,22 @@ def few_rows_gpu(
     b, h, g, _ = q.shape
     nk = k.shape[2]
     kval = _kval(padding, b, nk, q.device)
-    idx = cached(
-        ("rows", g, str(q.device)), lambda: torch.arange(g, dtype=torch.int32, device=q.device)[None]
-    )
-    cnt = _filled(1, b, q.device, g, torch.int32)[0]
-    empty = empty_plan(nk, q.device, SPLIT_BLOCK)
-    rows = _all_keys_rows(idx, cnt, nk, kval)
+    key = (b, g, nk, q.device, id(kval))  # (the cached Rows hold kval: its id stays its own)
+    got = _FEW.get(key)
+    if got is None or got[0].kval is not kval:
+        idx = cached(
+            ("rows", g, str(q.device)), lambda: torch.arange(g, dtype=torch.int32, device=q.device)[None]
+        )
+        cnt = _filled(1, b, q.device, g, torch.int32)[0]
+        rows = _all_keys_rows(idx, cnt, nk, kval, every=True)
+        if len(_FEW) > 16:
+            _FEW.clear()
+        got = _FEW[key] = (rows, empty_plan(nk, q.device, SPLIT_BLOCK))
+    rows, empty = got
     return listed_attention(q, k, v, empty, kval, scale, rows=rows, dropout=dropout)[0]
+
+
+_FEW: dict[tuple, tuple[Rows, Plan]] = {}  # few_rows_gpu's rows and plan, per shape and key mask
 
 
 # ---------------------------------------------------------------------------------------------------
