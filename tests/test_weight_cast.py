@@ -50,8 +50,11 @@ def _step(model: nn.Module, kw: dict, cast: bool, monkeypatch) -> tuple[torch.Te
     return out.detach(), {k: p.grad for k, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("family", ["longformer", "longformer_no_global", "bigbird"])
+@pytest.mark.parametrize("family", ["longformer", "longformer_no_global", "bigbird", "longformer_cat"])
 def test_same_outputs_and_gradients_as_autocast(family: str, monkeypatch) -> None:
+    if family == "longformer_cat":  # without torch's flatten: the plain `cat` of the tensors
+        monkeypatch.setattr(weight_cast, "_FLATTEN", None)
+        family = "longformer"
     model = _bigbird() if family == "bigbird" else _longformer()
     n = 45 if family == "bigbird" else 29  # no multiple of the windows or blocks
     ids = torch.randint(3, 50, (2, n), generator=torch.Generator().manual_seed(1))
