@@ -475,26 +475,32 @@ def _check_few_rows(name: str) -> dict:
             _rel(a, b) for a, b in zip(_grads(out, [q, k, v], go), ref_grads, strict=True)
         ]
         res[f"{label}_empty_row_zero"] = bool((out[1] == 0).all())
-    # again, with the rows cached for this key mask (`_FEW`), and every buffer the kernels get
-    # unzeroed filled with NaN first: the rows are all the queries, so each output row is written
+    # again, with the rows of the first call taken from the cache (`_FEW`, by the key mask), and
+    # every buffer the kernels get unzeroed filled with NaN first: the rows are all the queries, so
+    # each output row is written
     from longseq.attention.kernels import listed
     from longseq.attention.kernels import patterns_gpu as pg
 
-    cached_rows = [r for r, _ in pg._FEW.values() if r.kval.shape[-1] == nk and r.every]
-    like = listed._like
+    like, listed_attention, seen = listed._like, pg.listed_attention, []
 
     def poisoned(x: torch.Tensor, zero: bool = False) -> torch.Tensor:
         return like(x, zero) if zero else like(x).fill_(float("nan"))
 
-    listed._like = poisoned
+    def spy(*args, **kwargs):
+        seen.append(kwargs["rows"])
+        return listed_attention(*args, **kwargs)
+
+    listed._like, pg.listed_attention = poisoned, spy
     try:
+        few_rows_gpu(q, k, v, padding, d**-0.5)  # the rows as the first call's
         out = few_rows_gpu(q, k, v, padding, d**-0.5)
         res["poisoned"] = [_rel(out, ref)] + [
             _rel(a, b) for a, b in zip(_grads(out, [q, k, v], go), ref_grads, strict=True)
         ]
+        few_rows_gpu(q, k, v, padding.clone(), d**-0.5)  # another mask tensor: other rows
     finally:
-        listed._like = like
-    res["rows_cached"] = bool(cached_rows) and any(r is c for r, _ in pg._FEW.values() for c in cached_rows)
+        listed._like, pg.listed_attention = like, listed_attention
+    res["rows_cached"] = seen[0] is seen[1] and seen[0].every and seen[2] is not seen[0]
     return res
 
 

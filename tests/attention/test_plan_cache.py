@@ -50,8 +50,8 @@ def test_padding_converted_once_per_mask_and_again_after_a_change() -> None:
 
     mask = torch.tensor([[True, True, False]])
     first = _i8(mask)
-    assert first.dtype == torch.int8 and first.tolist() == [[1, 1, 0]]
-    assert _i8(mask) is first  # the same mask: kept
+    assert first.dtype == torch.int8 and first.tolist() == [[[1, 1, 0]]]  # (b, 1, n): the kernels' form
+    assert _i8(mask) is first  # the same mask: kept, as the same tensor object
     assert _i8(mask.clone()) is not first  # an equal tensor, another object
     mask[0, 2] = True  # in place: converted again
-    assert _i8(mask).tolist() == [[1, 1, 1]]
+    assert _i8(mask).tolist() == [[[1, 1, 1]]]

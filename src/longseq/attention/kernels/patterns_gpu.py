@@ -48,23 +48,24 @@ _I8: list[tuple[torch.Tensor, tuple[int, int], torch.Tensor]] = []  # (mask, its
 
 
 def _i8(mask: torch.Tensor) -> torch.Tensor:
-    """mask as int8, the kernels' form; kept for the last few masks (identity and version), so the
-    layers of a model that share one padding mask convert it once. Never cached while a CUDA graph
-    is captured: the graph must hold the conversion, to redo it when replayed on new masks."""
+    """mask (b, ...) as int8 with a head dim of 1, (b, 1, ...), the kernels' form; kept for the last
+    few masks (identity and version), so the layers of a model that share one padding mask convert
+    it once, and get the same tensor object. Never cached while a CUDA graph is captured: the graph
+    must hold the conversion, to redo it when replayed on new masks."""
     key = tensor_key(mask)
     if key is None or (mask.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return mask.to(torch.int8)
+        return mask.to(torch.int8)[:, None]
     for held, held_key, value in _I8:
         if held is mask and held_key == key:
             return value
-    value = mask.to(torch.int8)
+    value = mask.to(torch.int8)[:, None]
     _I8.insert(0, (mask, key, value))
     del _I8[8:]
     return value
 
 
 def _qval(padding: torch.Tensor | None) -> torch.Tensor | None:
-    return None if padding is None else _i8(padding)[:, None]  # (b, 1, n)
+    return None if padding is None else _i8(padding)  # (b, 1, n)
 
 
 _FILLED: dict[tuple, torch.Tensor] = {}
@@ -82,10 +83,17 @@ def _filled(b: int, n: int, device: torch.device, value: int, dtype: torch.dtype
 
 
 def _kval(padding: torch.Tensor | None, b: int, n: int, device: torch.device) -> torch.Tensor:
-    """(b, 1, n) int8 of the real keys; without padding a cached ones vector."""
+    """(b, 1, n) int8 of the real keys; without padding a cached ones vector. The same tensor object
+    for the same mask while it is cached (`_FEW` keys on it)."""
     if padding is not None:
-        return _i8(padding)[:, None]
-    return _filled(b, n, device, 1, torch.int8)[:, None]
+        return _i8(padding)
+    key = ("kval", b, n, device)
+    ones = _FILLED.get(key)
+    if ones is None:
+        if len(_FILLED) > 64:
+            _FILLED.clear()
+        ones = _FILLED[key] = torch.ones(b, 1, n, dtype=torch.int8, device=device)
+    return ones
 
 
 def _all_keys_rows(
@@ -132,7 +140,7 @@ def _window(
 
     def split_mask(x: torch.Tensor) -> torch.Tensor:  # (b, n) -> (b, h * dilation, m) int8
         x = pad_seq(x, dilation, 1, value=False).unflatten(1, (m, dilation)).transpose(1, 2)
-        return _i8(x)[:, None].expand(b, h, dilation, m).reshape(b, h * dilation, m)
+        return _i8(x).expand(b, h, dilation, m).reshape(b, h * dilation, m)
 
     ex = None
     if extra is not None:
@@ -227,7 +235,7 @@ def sliding_window_gpu(
         qs, ks, vs = q[:, idx], k[:, idx], v[:, idx]
         if dil == 1:
             plan = window_plan(n, pattern.half, pattern.causal, q.device, WINDOW_BLOCK_M, WINDOW_BLOCK_N)
-            kv = kval if key_ok is None else _i8(key_ok)[:, None]
+            kv = kval if key_ok is None else _i8(key_ok)
             part, _ = listed_attention(
                 qs, ks, vs, plan, kv, scale, qval=_qval(padding), extra=ex, dropout=dropout
             )
