@@ -63,7 +63,8 @@ class GlobalTokens:
 
     def kernel_vectors(self) -> dict[str, torch.Tensor]:
         """What the gpu kernels read (built once): idx (b, G) and cnt (b,) int32; slot (b, n) int32,
-        the slot of each global position (-1 elsewhere)."""
+        the slot of each global position (-1 elsewhere). The kernels' glue keeps what it builds from
+        these in the same dict (its `Extra`), so that too is built once per mask."""
         if "idx" not in self._gpu:
             b, n = self.mask.shape
             idx = self.idx.to(torch.int32).contiguous()
@@ -231,4 +232,4 @@ def read_rows(
 def place_rows(out: torch.Tensor, tokens: GlobalTokens, values: torch.Tensor) -> torch.Tensor:
     """out (b, h, n, d) with the rows of the global tokens replaced by values (b, h, G, d), slot by
     slot in `tokens.idx` order (unused slots keep their rows). Out of place: one copy of out."""
-    return write_rows_(out.clone(), *tokens.rows_place()[:2], values)
+    return write_rows_(out.clone(), tokens.idx, tokens.used, values)

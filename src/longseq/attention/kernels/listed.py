@@ -520,7 +520,7 @@ class _ListedAttention(torch.autograd.Function):
         rdrop, thr = kernel_args(dropout)
         nk = k.shape[2]
         w = plan.w_qt.shape[1]
-        o = _like(q, zero=not (plan.covers_all or (rows is not None and rows.every)))
+        o = _like(q, zero=not _covered(call))
         lse = torch.empty(b * h, nq, device=q.device, dtype=torch.float32)
         has_x = extra is not None
         xk = kx if kx is not None else k
