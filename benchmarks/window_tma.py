@@ -5,7 +5,10 @@ The lean kernels do SlidingWindow(half * 2) with no global token, no padding and
 the library's band kernels do in their middle tiles). Each is checked against the library's gpu
 backend first (bf16, relative error under 1e-2), then timed with do_bench (one launch each).
 --diag adds forward-only variants and timing diagnostics (no exp2, K / V loaded once, no softmax),
-which give wrong results and are timed only. Findings: benchmarks/RESULTS.md, ninth session.
+which give wrong results and are timed only, and the forward with its exp2 taken otherwise (bf16
+pairs on the special-function unit: ptxas issues one MUFU.EX2.BF16 per value, so no faster, and
+not timed; on the FMA units, all or half of them: slower). Findings: benchmarks/RESULTS.md, ninth
+and thirteenth sessions.
 
     PYTHONPATH=src python benchmarks/window_tma.py [--sizes 16384 65536] [--variants 0,1,...] [--diag]
 """
@@ -60,11 +63,52 @@ def _ld(P, D_, b, h, r0, rows, sb, sh, sn, offs_d, n, BR: tl.constexpr, D: tl.co
 
 
 @triton.jit
+def _ex2_bf16(x):
+    """2^x of a bf16 tensor on the special-function unit, two values per instruction (sm_90)."""
+    return tl.inline_asm_elementwise(
+        "ex2.approx.ftz.bf16x2 $0, $1;", "=r,r", [x], dtype=tl.bfloat16, is_pure=True, pack=2
+    )
+
+
+@triton.jit
+def _ex2_poly(x):
+    """2^x (x <= 0, fp32) on the FMA units: 2^floor(x) * p(frac(x)), p a cubic (relative error ~1e-4,
+    under bf16's rounding of the weights)."""
+    x = tl.maximum(x, -126.0)
+    j = tl.floor(x)
+    f = x - j
+    p = 1.0 + f * (0.6951455 + f * (0.2275218 + f * 0.0771884))
+    bits = p.to(tl.int32, bitcast=True) + (j.to(tl.int32) << 23)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _weights(x, EXP: tl.constexpr):
+    """exp2 of the scaled scores (BM, BN) fp32 -> (weights in the dot's dtype, their row sums)."""
+    if EXP == 1:
+        pw = _ex2_bf16(x.to(tl.bfloat16))
+        psum = tl.sum(pw.to(tl.float32), 1)
+    else:
+        if EXP == 2:
+            p = _ex2_poly(x)
+        elif EXP == 3:  # half the columns on each unit
+            a, b2 = tl.split(x.reshape(x.shape[0], x.shape[1] // 2, 2))
+            p = tl.join(tl.math.exp2(a), _ex2_poly(b2)).reshape(x.shape[0], x.shape[1])
+        else:
+            p = tl.math.exp2(x)
+        pw = p.to(tl.bfloat16)
+        psum = tl.sum(p, 1)
+    return pw, psum
+
+
+@triton.jit
 def _lean_fwd(Q, K, V, O, LSE, QD, KD, VD, OD, qk_scale, half, N, H, sb, sh, sn,
               BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, TMA: tl.constexpr,
-              DIAG: tl.constexpr = 0, SINGLE: tl.constexpr = False):  # fmt: skip
+              DIAG: tl.constexpr = 0, SINGLE: tl.constexpr = False, EXP: tl.constexpr = 0):  # fmt: skip
     # DIAG (timing diagnostics, wrong results): 1 no exp, 2 K / V loaded once (no L2 traffic in the
-    # loop), 3 no softmax (MMA and loads only). SINGLE: one loop, every tile masked.
+    # loop), 3 no softmax (MMA and loads only). SINGLE: one loop, every tile masked. EXP: how the
+    # weights' exp2 is taken (`_weights`: 0 fp32 on the SFU, 1 bf16 pairs on the SFU, 2 on the FMA
+    # units, 3 half and half).
     w = tl.program_id(0)
     z = tl.program_id(1)
     b = z // H
@@ -111,10 +155,11 @@ def _lean_fwd(Q, K, V, O, LSE, QD, KD, VD, OD, qk_scale, half, N, H, sb, sh, sn,
                 if DIAG == 1:
                     p = s * qk_scale - m_safe[:, None]
                     alpha = m_i - m_safe
+                    psum = tl.sum(p, 1)
                 else:
-                    p = tl.math.exp2(s * qk_scale - m_safe[:, None])
+                    p, psum = _weights(s * qk_scale - m_safe[:, None], EXP)
                     alpha = tl.math.exp2(m_i - m_safe)
-                l_i = l_i * alpha + tl.sum(p, 1)
+                l_i = l_i * alpha + psum
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
                 m_i = m_new
     out = (acc / l_i[:, None]).to(Q.dtype.element_ty)
@@ -235,13 +280,13 @@ class Lean:
             self.descs[key] = desc(getattr(self, name), br)
         return self.descs[key]
 
-    def fwd(self, diag: int = 0, single: bool = False):
+    def fwd(self, diag: int = 0, single: bool = False, exp: int = 0):
         bm, bn = self.tiles["fwd"]
         q, n = self.q, self.n
         _lean_fwd[(triton.cdiv(n, bm), q.shape[0] * H)](
             q, self.k, self.v, self.o, self.lse, self.d("q", bm), self.d("k", bn), self.d("v", bn),
             self.d("o", bm), self.scale, HALF, n, H, q.stride(0), q.stride(1), q.stride(2),
-            BM=bm, BN=bn, D=D, TMA=self.tma, DIAG=diag, SINGLE=single, num_warps=self.warps["fwd"],
+            BM=bm, BN=bn, D=D, TMA=self.tma, DIAG=diag, SINGLE=single, EXP=exp, num_warps=self.warps["fwd"],
             num_stages=self.stages,
         )  # fmt: skip
 
@@ -286,8 +331,10 @@ VARIANTS = {
     "tma-dev 64x64, dK/dV 64x32": ({"fwd": (64, 64), "dq": (64, 64), "dkdv": (64, 32)}, W4, 2, 2),
 }  # fmt: skip
 # forward-only variants and timing diagnostics (DIAG > 0: wrong results, timing only):
-# name -> (fwd tile, warps, stages, DIAG, SINGLE)
+# name -> (fwd tile, warps, stages, DIAG, SINGLE[, EXP])
 FWD_DIAG = {
+    "fwd exp2: on the FMA units": ((64, 64), 4, 2, 0, False, 2),
+    "fwd exp2: half and half": ((64, 64), 4, 2, 0, False, 3),
     "fwd tma 64x64 (as above)": ((64, 64), 4, 2, 0, False),
     "fwd tma 64x64 1 stage": ((64, 64), 4, 1, 0, False),
     "fwd tma 64x64 one masked loop": ((64, 64), 4, 2, 0, True),
@@ -303,6 +350,15 @@ FWD_DIAG = {
 def fwd_bwd(q, k, v, do) -> None:
     out = attend(q, k, v, SlidingWindow(2 * HALF), backend="gpu")
     torch.autograd.grad(out, [q, k, v], do)
+
+
+def table(header: list[str], rows: list) -> None:
+    """Print rows (tuples; None for an empty cell, floats to 4 places) as a markdown table."""
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        cells = ["" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x)) for x in r]
+        print("| " + " | ".join(cells) + " |")
 
 
 def rel(a, b) -> float:
@@ -370,11 +426,11 @@ def main() -> None:
                 print(rows[-1], flush=True)
             except Exception as e:  # a variant that does not compile is reported, not fatal
                 print(n, name, "ERROR", type(e).__name__, str(e)[:300], flush=True)
-        for name, (tile, warps, stages, diag, single) in FWD_DIAG.items() if args.diag else ():
+        for name, (tile, warps, stages, diag, single, *exp) in FWD_DIAG.items() if args.diag else ():
             try:
                 tiles = {"fwd": tile, "dq": tile, "dkdv": tile}
                 lean = Lean(q, k, v, do, tiles, {"fwd": warps}, stages, int(diag >= 0))
-                fn = functools.partial(lean.fwd, abs(diag), single)
+                fn = functools.partial(lean.fwd, abs(diag), single, *exp)
                 fn()
                 if not diag:
                     err = rel(lean.o, ref)
@@ -390,11 +446,7 @@ def main() -> None:
     if out:
         with open(os.path.join(out, "window_tma.json"), "w") as f:
             json.dump(rows, f)
-    print("\n| n | variant | fwd ms | lib fwd+bwd ms | dQ ms | dK/dV ms | fwd+dQ+dK/dV ms |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        cells = ["" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x)) for x in r]
-        print("| " + " | ".join(cells) + " |")
+    table(["n", "variant", "fwd ms", "lib fwd+bwd ms", "dQ ms", "dK/dV ms", "fwd+dQ+dK/dV ms"], rows)
 
 
 if __name__ == "__main__":

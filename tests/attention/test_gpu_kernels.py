@@ -592,13 +592,15 @@ def _check_along_vs_apart(name: str) -> dict:
 # a split plan's programs, with dropout: the same results, and the band took them. Padding with a
 # batch row of no real token, 16 rows (the kernels' most), a causal window over a fused projection's views,
 # and query tiles of 32 rows over key tiles of 64 (each key tile owned by one of two programs); and
-# one global row per batch row, which the band takes with the default BAND_ROWS_MAX.
+# one global row per batch row, which the band takes with the default BAND_ROWS_MAX; and a merge that
+# takes the partials 2 at a time (`listed.BAND_MERGE_CHUNK`) over 3 programs of head_dim 40's columns.
 BAND_ROWS_VS_SPLIT: dict[str, tuple] = {
     "band_rows_padded": (SlidingWindow(8), {"n": 100, "glob": True}),
     "band_rows_one_by_default": (SlidingWindow(300), {"n": 333, "h": 1, "glob": "one", "pad": "some"}),
     "band_rows_most_nopad": (SlidingWindow(300), {"n": 333, "h": 1, "glob": 15, "pad": "absent"}),
     "band_rows_causal_fused": (SlidingWindow(40, causal=True), {"n": 150, "glob": 3, "layout": "fused"}),
     "band_rows_tiles_32x64": (SlidingWindow(100), {"n": 170, "h": 1, "glob": True, "tiles": (32, 64)}),
+    "band_rows_merge_chunks_d40": (SlidingWindow(60), {"n": 400, "h": 1, "d": 40, "glob": 2, "chunk": 2}),
 }  # fmt: skip
 
 
@@ -608,6 +610,7 @@ def _check_band_rows_vs_split(name: str) -> dict:
     pattern, opts = BAND_ROWS_VS_SPLIT[name]
     opts = dict(opts)
     tiles = opts.pop("tiles", None)
+    chunk = opts.pop("chunk", listed.BAND_MERGE_CHUNK)
     one = opts.get("glob") == "one"
     q, k, v, padding, global_mask = _inputs(pattern, **(opts | {"glob": not one and opts.get("glob")}))
     if one:  # one global token in each batch row, at different positions
@@ -624,8 +627,9 @@ def _check_band_rows_vs_split(name: str) -> dict:
         return taken[-1]
 
     runs = {}
-    saved = listed.BAND_ROWS[0], dict(listed.BAND_TILES), listed.BAND_ROWS_MAX
+    saved = listed.BAND_ROWS[0], dict(listed.BAND_TILES), listed.BAND_ROWS_MAX, listed.BAND_MERGE_CHUNK
     listed._takes_band_rows = spy
+    listed.BAND_MERGE_CHUNK = chunk
     if not one:
         listed.BAND_ROWS_MAX = listed.BAND_ROWS_MOST  # (by default the band takes one row)
     try:
@@ -636,7 +640,7 @@ def _check_band_rows_vs_split(name: str) -> dict:
             out = _gpu(pattern, q, k, v, padding, global_mask, 0.2, seed=5)
             runs[label] = [out, *_grads(out, ins, go)]
     finally:
-        listed.BAND_ROWS[0], listed.BAND_ROWS_MAX = saved[0], saved[2]
+        listed.BAND_ROWS[0], listed.BAND_ROWS_MAX, listed.BAND_MERGE_CHUNK = saved[0], saved[2], saved[3]
         listed.tune_band(saved[1])
         listed._takes_band_rows = original
     res = {"taken": taken, "nan": any(bool(t.isnan().any()) for r in runs.values() for t in r)}

@@ -68,7 +68,7 @@ _DATA_PTR = torch.Tensor.data_ptr
 _DTYPE = operator.attrgetter("dtype")
 
 
-def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Consts, descs: tuple = ()) -> None:
+def launch(fn, grid: tuple[int, ...], ptrs: tuple, scalars: tuple, consts: Consts, descs: tuple = ()) -> None:
     """fn[grid](*ptrs, *descs, *scalars, **consts.kwargs), through the compiled kernel once it is known.
 
     ptrs: the tensor arguments (they open every signature); descs: the TMA descriptor arguments that
@@ -96,9 +96,10 @@ def launch(fn, grid: tuple[int, int], ptrs: tuple, scalars: tuple, consts: Const
         fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
         return
     stream = torch._C._cuda_getCurrentRawStream(ptrs[0].get_device())
+    gz = grid[2] if len(grid) > 2 else 1
     try:
         kernel.run(  # type: ignore[attr-defined]
-            grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None, None, None,  # type: ignore[attr-defined]
+            grid[0], grid[1], gz, stream, kernel.function, kernel.packed_metadata, None, None, None,  # type: ignore[attr-defined]
             *ptrs, *descs, *scalars, *consts.values,
         )  # fmt: skip
     except (TypeError, AttributeError) as e:  # another Triton's launcher: use Triton's own path from now on

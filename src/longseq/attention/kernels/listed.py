@@ -419,20 +419,25 @@ def _band_merge(
     rdrop: float,
     nw: int,
 ) -> None:
-    """`_band_rows`' partials -> the rows' O and LSE: one program per (batch, head, row slot). (One
-    row, the default, is the launch measured; more rows were measured with one program per (batch,
-    head) walking them, the slower form.)"""
+    """`_band_rows`' partials -> the rows' O and LSE: one program per (batch, head, row slot, 16
+    columns of head_dim), each taking up to 1024 partials in one load. (One row, the default, is the
+    launch measured; more rows were measured with one program per (batch, head) walking them, the
+    slower form.)"""
     b, h, nq, d = o.shape
-    key = (d, qval is not None)
+    cw = min(_pow2(nw), BAND_MERGE_CHUNK)
+    key = (d, qval is not None, cw)
     c = _BAND_MERGE.get(key)
     if c is None:
-        kw = dict(D=d, BLOCK_D=max(16, _pow2(d)), HAS_QVAL=qval is not None)
+        kw = dict(D=d, BLOCK_DC=16, CW=cw, HAS_QVAL=qval is not None)
         if not _INTERPRET:
-            kw.update(num_warps=4, num_stages=2)
+            kw.update(num_warps=8 if cw >= 256 else 4, num_stages=2)
         c = _BAND_MERGE[key] = Consts(_merges._band_merge_kernel, kw)
     ptrs = (gp, gml, qval if qval is not None else dummy, rows.idx, rows.cnt, o, lse)
     scalars = (rdrop, h, nw, nq, rows.idx.shape[1], *_s4(o), *_sbh(qval), _sb(rows.idx))
-    launch(_merges._band_merge_kernel, (b * h, rows.idx.shape[1]), ptrs, scalars, c)
+    launch(_merges._band_merge_kernel, (b * h, rows.idx.shape[1], -(-d // 16)), ptrs, scalars, c)
+
+
+BAND_MERGE_CHUNK = 1024  # partials a load in the band merge (one per 64 tokens: one load up to 64K)
 
 
 def _grid(c: Consts, plan: Plan, rows: int, keys: bool = False) -> int:
