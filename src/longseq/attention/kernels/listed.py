@@ -425,19 +425,21 @@ def _band_merge(
     slower form.)"""
     b, h, nq, d = o.shape
     cw = min(_pow2(nw), BAND_MERGE_CHUNK)
-    key = (d, qval is not None, cw)
+    key = (d, qval is not None, cw, BAND_MERGE_COLUMNS)
     c = _BAND_MERGE.get(key)
     if c is None:
-        kw = dict(D=d, BLOCK_DC=16, CW=cw, HAS_QVAL=qval is not None)
+        kw = dict(D=d, BLOCK_DC=BAND_MERGE_COLUMNS, CW=cw, HAS_QVAL=qval is not None)
         if not _INTERPRET:
             kw.update(num_warps=8 if cw >= 256 else 4, num_stages=2)
         c = _BAND_MERGE[key] = Consts(_merges._band_merge_kernel, kw)
     ptrs = (gp, gml, qval if qval is not None else dummy, rows.idx, rows.cnt, o, lse)
     scalars = (rdrop, h, nw, nq, rows.idx.shape[1], *_s4(o), *_sbh(qval), _sb(rows.idx))
-    launch(_merges._band_merge_kernel, (b * h, rows.idx.shape[1], -(-d // 16)), ptrs, scalars, c)
+    grid = (b * h, rows.idx.shape[1], -(-d // BAND_MERGE_COLUMNS))
+    launch(_merges._band_merge_kernel, grid, ptrs, scalars, c)
 
 
 BAND_MERGE_CHUNK = 1024  # partials a load in the band merge (one per 64 tokens: one load up to 64K)
+BAND_MERGE_COLUMNS = 16  # columns of head_dim a band-merge program takes
 
 
 def _grid(c: Consts, plan: Plan, rows: int, keys: bool = False) -> int:
