@@ -3,9 +3,10 @@ token 0 global, bf16, batch 1, 12 heads, head_dim 64, no padding or dropout): th
 the global key, and with the global row taken by every band program over its own key tile, read
 again after the band loop (as the library does) or taken first, with the band's products of that
 tile, so that the tile is read once. Then the merge of the row's partials: one program per (batch,
-head) walking them in steps of 64 (as the library) against one program per (batch, head, 16
-columns of head_dim) taking them all in one load. Each variant is checked against the library's
-gpu backend first (relative error under 1e-2); times are do_bench, ms, one launch.
+head) walking them in steps of 64 (the library's form until the thirteenth session) against one
+program per (batch, head, 16 columns of head_dim) taking them all in one load (the library's now).
+Each variant is checked against the library's gpu backend first (relative error under 1e-2); times
+are do_bench, ms, one launch.
 
     PYTHONPATH=src python benchmarks/window_rows.py [--sizes 16384 65536]
 """
@@ -124,7 +125,8 @@ def _fwd(Q, K, V, O, LSE, GP, GML, QD, KD, VD, qk_scale, half, N, H, sb, sh, sn,
 
 @triton.jit
 def _merge_walk(GP, GML, O, LSE, NW, N, sb, sh, D: tl.constexpr):
-    """The library's form: one program per (batch, head), partials in steps of 64."""
+    """The library's form until the thirteenth session: one program per (batch, head), partials in
+    steps of 64."""
     CW: tl.constexpr = 64
     z = tl.program_id(0)
     bh = tl.num_programs(0)

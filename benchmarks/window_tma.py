@@ -5,10 +5,10 @@ The lean kernels do SlidingWindow(half * 2) with no global token, no padding and
 the library's band kernels do in their middle tiles). Each is checked against the library's gpu
 backend first (bf16, relative error under 1e-2), then timed with do_bench (one launch each).
 --diag adds forward-only variants and timing diagnostics (no exp2, K / V loaded once, no softmax),
-which give wrong results and are timed only, and the forward with its exp2 taken otherwise (bf16
-pairs on the special-function unit: ptxas issues one MUFU.EX2.BF16 per value, so no faster, and
-not timed; on the FMA units, all or half of them: slower). Findings: benchmarks/RESULTS.md, ninth
-and thirteenth sessions.
+which give wrong results and are timed only, and the forward with its exp2 taken on the FMA units,
+all or half of them (slower). (bf16 pairs on the special-function unit, `ex2.approx.ftz.bf16x2`,
+were compiled for sm_90 once and dropped untimed: ptxas issues one MUFU.EX2.BF16 per value.)
+Findings: benchmarks/RESULTS.md, ninth and thirteenth sessions.
 
     PYTHONPATH=src python benchmarks/window_tma.py [--sizes 16384 65536] [--variants 0,1,...] [--diag]
 """
@@ -63,14 +63,6 @@ def _ld(P, D_, b, h, r0, rows, sb, sh, sn, offs_d, n, BR: tl.constexpr, D: tl.co
 
 
 @triton.jit
-def _ex2_bf16(x):
-    """2^x of a bf16 tensor on the special-function unit, two values per instruction (sm_90)."""
-    return tl.inline_asm_elementwise(
-        "ex2.approx.ftz.bf16x2 $0, $1;", "=r,r", [x], dtype=tl.bfloat16, is_pure=True, pack=2
-    )
-
-
-@triton.jit
 def _ex2_poly(x):
     """2^x (x <= 0, fp32) on the FMA units: 2^floor(x) * p(frac(x)), p a cubic (relative error ~1e-4,
     under bf16's rounding of the weights)."""
@@ -85,20 +77,14 @@ def _ex2_poly(x):
 @triton.jit
 def _weights(x, EXP: tl.constexpr):
     """exp2 of the scaled scores (BM, BN) fp32 -> (weights in the dot's dtype, their row sums)."""
-    if EXP == 1:
-        pw = _ex2_bf16(x.to(tl.bfloat16))
-        psum = tl.sum(pw.to(tl.float32), 1)
+    if EXP == 2:
+        p = _ex2_poly(x)
+    elif EXP == 3:  # half the columns on each unit
+        a, b2 = tl.split(x.reshape(x.shape[0], x.shape[1] // 2, 2))
+        p = tl.join(tl.math.exp2(a), _ex2_poly(b2)).reshape(x.shape[0], x.shape[1])
     else:
-        if EXP == 2:
-            p = _ex2_poly(x)
-        elif EXP == 3:  # half the columns on each unit
-            a, b2 = tl.split(x.reshape(x.shape[0], x.shape[1] // 2, 2))
-            p = tl.join(tl.math.exp2(a), _ex2_poly(b2)).reshape(x.shape[0], x.shape[1])
-        else:
-            p = tl.math.exp2(x)
-        pw = p.to(tl.bfloat16)
-        psum = tl.sum(p, 1)
-    return pw, psum
+        p = tl.math.exp2(x)
+    return p.to(tl.bfloat16), tl.sum(p, 1)
 
 
 @triton.jit
@@ -107,8 +93,7 @@ def _lean_fwd(Q, K, V, O, LSE, QD, KD, VD, OD, qk_scale, half, N, H, sb, sh, sn,
               DIAG: tl.constexpr = 0, SINGLE: tl.constexpr = False, EXP: tl.constexpr = 0):  # fmt: skip
     # DIAG (timing diagnostics, wrong results): 1 no exp, 2 K / V loaded once (no L2 traffic in the
     # loop), 3 no softmax (MMA and loads only). SINGLE: one loop, every tile masked. EXP: how the
-    # weights' exp2 is taken (`_weights`: 0 fp32 on the SFU, 1 bf16 pairs on the SFU, 2 on the FMA
-    # units, 3 half and half).
+    # weights' exp2 is taken (`_weights`: 0 fp32 on the SFU, 2 on the FMA units, 3 half and half).
     w = tl.program_id(0)
     z = tl.program_id(1)
     b = z // H
