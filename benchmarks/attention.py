@@ -166,7 +166,49 @@ def check_dropout(name, pattern, n, b=2, h=H, d=D, glob=False, p=0.1, pad=(37, 3
         print("check", row, flush=True)
 
 
+def check_few_rows(name, n, rows=2, b=2, h=H, d=D, dtype=BF16, pad=None):
+    """A few query rows over n keys (the Longformer's global rows, `attend(..., Dense())`): through
+    torch's flash kernel where `flash_rows_apply` holds (no padding, 16-bit, n <= its bound), else
+    the few-rows kernels; against the fp32 reference, within twice the torch backend's error."""
+    if skipped(name):
+        return
+    from longseq.attention import Dense
+    from longseq.attention.kernels.patterns_gpu import flash_rows_apply
+
+    gen = torch.Generator(device=DEV).manual_seed(n)
+    q = torch.randn(b, h, rows, d, device=DEV, generator=gen, dtype=dtype)
+    k, v = (torch.randn(b, h, n, d, device=DEV, generator=gen, dtype=dtype) for _ in range(2))
+    padding = None
+    if pad is not None:
+        padding = torch.arange(n, device=DEV)[None] < (n - torch.tensor(pad[:b], device=DEV))[:, None]
+    go = torch.randn(b, h, rows, d, device=DEV, generator=gen, dtype=dtype)
+
+    def run(backend, tensors):
+        ts = [t.detach().clone().requires_grad_(True) for t in tensors]
+        out = attend(*ts, Dense(), padding_mask=padding, backend=backend)
+        return [out, *torch.autograd.grad(out, ts, go.to(out.dtype))]
+
+    ref = run("reference", [t.float() for t in (q, k, v)])
+    got, base = run("gpu", [q, k, v]), run("torch", [q, k, v])
+    errs = [rel(g, r) for g, r in zip(got, ref, strict=True)]
+    base_errs = [rel(t, r) for t, r in zip(base, ref, strict=True)]
+    nan = any(bool(t.isnan().any()) for t in got)
+    ok = not nan and all(e <= 2 * be + 1e-4 for e, be in zip(errs, base_errs, strict=True))
+    row = dict(name=name, n=n, dtype=str(dtype).split(".")[-1], d=d, ok=ok, nan=nan, lean_ok=True,
+               flash=flash_rows_apply(q, k, v, padding, 0.0),
+               gpu_err=[round(e, 6) for e in errs], torch_err=[round(e, 6) for e in base_errs])  # fmt: skip
+    CHECKS.append(row)
+    print("check", row, flush=True)
+
+
 def correctness() -> None:
+    check_few_rows("few rows 2 over 3001 keys (flash)", 3001)
+    check_few_rows("few rows 2 over 16384 keys (flash)", 16384, b=1)
+    check_few_rows("few rows 2 over 16385 keys (kernels)", 16385, b=1)
+    check_few_rows("few rows 2 over 3001 padded keys (kernels)", 3001, pad=(37, 300))
+    check_few_rows(
+        "few rows 3 over 2000 keys d128 fp16 (flash)", 2000, rows=3, h=4, d=128, dtype=torch.float16
+    )
     check_dropout("window512+2 global", SlidingWindow(512), 1337, glob=True)
     check_dropout("local64", LocalChunks(64), 1000)
     check_dropout("bigbird64 r3", BlockSparse(64, 3, seed=0), 1100)
@@ -493,7 +535,8 @@ def main() -> None:
         json.dump({"device": torch.cuda.get_device_name(), "checks": CHECKS, "rows": ROWS}, f, indent=1)
     print("\nchecks:")
     for c in CHECKS:
-        print(f"  {'PASS' if c['ok'] else 'FAIL'} {c['name']} n={c['n']} {c['dtype']} d={c['d']}: "
+        print(f"  {'PASS' if c['ok'] else 'FAIL'} {c['name']} n={c['n']} {c['dtype']} d={c['d']}"
+              f"{' (flash taken)' if c.get('flash') else ''}: "
               f"gpu {c['gpu_err']} vs torch {c['torch_err']}")  # fmt: skip
     print(f"\ntotal {time.time() - t0:.0f} s\n" + table())
     assert math.isfinite(t0)

@@ -112,3 +112,21 @@ def test_act_linear_without_grad_is_plain() -> None:
     h = torch.randn(3, 8)
     with torch.no_grad():
         assert torch.equal(act_linear(h, torch.tanh, linear), linear(torch.tanh(h)))
+
+
+@pytest.mark.parametrize(("bound", "sizes"), [(10 * 37, [10, 10, 10]), (10 * 37 - 1, [8, 8, 8, 6])])
+def test_act_linear_chunks_are_as_few_as_the_bound_allows(monkeypatch, bound: int, sizes: list) -> None:
+    """30 rows of 37 under a bound of 370 elements: 3 chunks of 10; one element less: 4 chunks of
+    about the same size (8, 8, 8, 6), not 3 of 9 and a last one of 3."""
+    monkeypatch.setattr(act_linear_module, "CHUNK_ELEMENTS", bound)
+    seen: list[int] = []
+
+    def act(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return torch.tanh(x)
+
+    linear = torch.nn.Linear(37, 5)
+    h = torch.randn(30, 37, requires_grad=True)
+    out = act_linear(h, act, linear)
+    assert seen == sizes
+    torch.testing.assert_close(out, linear(torch.tanh(h)), atol=1e-6, rtol=1e-6)

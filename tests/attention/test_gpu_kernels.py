@@ -890,6 +890,46 @@ def test_global_rows_out_is_checked() -> None:
         attend(q, q, q, pattern, global_mask=glob, global_rows_out=torch.zeros(1, 2, 2, 8))
 
 
+def test_flash_rows_apply_only_where_flash_takes_the_rows(monkeypatch) -> None:
+    """`few_rows_gpu` hands the rows to torch's flash kernel only with no padding and no dropout,
+    16-bit inputs of one dtype, head_dim a multiple of 8 up to 256 with unit stride, at most
+    FLASH_ROWS_MAX_KEYS keys, on CUDA, outside CUDA-graph capture and deterministic mode. (CUDA
+    tensors stood in for by objects with their attributes; the GPU check is attention.py's.)"""
+    from types import SimpleNamespace
+
+    from longseq.attention.kernels import patterns_gpu as pg
+
+    def t(n=1000, d=64, dtype=torch.bfloat16, stride=1, cuda=True):
+        return SimpleNamespace(shape=(1, 12, n, d), dtype=dtype, is_cuda=cuda, stride=lambda dim: stride)
+
+    capturing = [False]
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
+    q, kv = t(2), t()
+    assert pg.flash_rows_apply(q, kv, kv, None, 0.0)
+    assert pg.flash_rows_apply(
+        t(2, dtype=torch.float16), t(dtype=torch.float16), t(dtype=torch.float16), None, 0.0
+    )
+    refused = [
+        (q, kv, kv, torch.ones(1, 1000, dtype=torch.bool), 0.0),  # padding: our kernels' mask
+        (q, kv, kv, None, 0.1),  # dropout: our kernels' stream
+        (t(2, dtype=torch.float32), t(dtype=torch.float32), t(dtype=torch.float32), None, 0.0),
+        (q, t(dtype=torch.float16), kv, None, 0.0),  # mixed dtypes
+        (t(2, d=60), t(d=60), t(d=60), None, 0.0),
+        (t(2, d=512), t(d=512), t(d=512), None, 0.0),
+        (q, t(pg.FLASH_ROWS_MAX_KEYS + 1), t(pg.FLASH_ROWS_MAX_KEYS + 1), None, 0.0),
+        (q, t(stride=2), kv, None, 0.0),
+        (t(2, cuda=False), t(cuda=False), t(cuda=False), None, 0.0),
+    ]
+    for args in refused:
+        assert not pg.flash_rows_apply(*args)
+    assert pg.flash_rows_apply(q, t(pg.FLASH_ROWS_MAX_KEYS), t(pg.FLASH_ROWS_MAX_KEYS), None, 0.0)
+    capturing[0] = True
+    assert not pg.flash_rows_apply(q, kv, kv, None, 0.0)
+    capturing[0] = False
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    assert not pg.flash_rows_apply(q, kv, kv, None, 0.0)
+
+
 def test_gpu_backend_on_cpu_raises() -> None:
     q = torch.randn(1, 1, 8, 16)
     with pytest.raises(ValueError, match="gpu"):

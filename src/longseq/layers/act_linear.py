@@ -32,7 +32,9 @@ class _ActLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         y = _chunked_forward(h, weight, bias, act)  # (..., out); under the caller's autocast
         ctx.act, ctx.has_bias, ctx.dtype = act, bias is not None, y.dtype
-        ctx.autocast = autocast_state(h.device)
+        # the activations of _DERIVATIVES are elementwise and outside autocast's lists: their
+        # recomputation needs no autocast state (two contexts each backward, on the host)
+        ctx.autocast = None if act in _DERIVATIVES else autocast_state(h.device)
         ctx.save_for_backward(h, weight)
         return y
 
@@ -43,18 +45,21 @@ class _ActLinear(torch.autograd.Function):
         dy2 = dy.reshape(-1, dy.shape[-1])  # (tokens, out)
         d_weight = d_bias = d_h = None
         if ctx.needs_input_grad[1]:
-            with torch.no_grad(), autocast_from(ctx.autocast):
-                a = ctx.act(h)  # recomputed as in the forward, (..., inner)
+            with torch.no_grad():
+                if ctx.autocast is None:
+                    a = ctx.act(h)  # recomputed as in the forward, (..., inner)
+                else:
+                    with autocast_from(ctx.autocast):
+                        a = ctx.act(h)
             d_weight = (dy2.t() @ a.to(ctx.dtype).reshape(-1, a.shape[-1])).to(weight.dtype)
             del a  # freed before the input gradient's two (..., inner) tensors exist
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            d_bias = dy2.float().sum(0).to(weight.dtype)
+            d_bias = dy2.sum(0, dtype=torch.float32).to(weight.dtype)  # (no float32 copy of dy)
         if ctx.needs_input_grad[0]:
             d_a = dy @ weight.to(ctx.dtype)  # (..., inner)
-            derivative = _DERIVATIVES.get(ctx.act)
-            if derivative is not None:  # act'(h) * d_a written over d_a: one (..., inner) tensor
+            if ctx.autocast is None:  # act'(h) * d_a written over d_a: one (..., inner) tensor
                 d_a = d_a.to(h.dtype)
-                d_h = derivative(d_a, h, d_a)
+                d_h = _DERIVATIVES[ctx.act](d_a, h, d_a)
             else:
                 with torch.enable_grad(), autocast_from(ctx.autocast):
                     hh = h.detach().requires_grad_(True)
@@ -63,7 +68,7 @@ class _ActLinear(torch.autograd.Function):
         return d_h, d_weight, d_bias, None
 
 
-CHUNK_ELEMENTS = 1 << 24  # act(h) exists at most this many elements at a time in the forward pass
+CHUNK_ELEMENTS = 1 << 24  # act(h) exists about this many elements at a time in the forward pass
 
 
 def _chunked_forward(
@@ -74,9 +79,10 @@ def _chunked_forward(
     came on top of them."""
     inner = h.shape[-1]
     rows = h.reshape(-1, inner)  # (tokens, inner)
-    step = max(1, CHUNK_ELEMENTS // inner)
-    if rows.shape[0] <= step:
+    chunks = -(-rows.shape[0] * inner // CHUNK_ELEMENTS)  # as few as the bound allows, made even:
+    if chunks <= 1:  # (16K tokens of 3072: 3 chunks of 5462 rows, where 5461 a chunk would take 4)
         return F.linear(act(h), weight, bias)
+    step = -(-rows.shape[0] // chunks)
     dev = h.device.type
     dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
     w = weight.to(dt).t()  # (inner, out): what autocast's linear multiplies by

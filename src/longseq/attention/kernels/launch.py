@@ -83,21 +83,32 @@ def launch(fn, grid: tuple[int, ...], ptrs: tuple, scalars: tuple, consts: Const
     # (map and reduce rather than generators: this runs on every launch, and the calls are host-bound)
     aligned = not functools.reduce(operator.or_, map(_DATA_PTR, ptrs)) & 15
     key = (consts.key, tuple(map(_DTYPE, ptrs)), scalars)
-    kernel = _COMPILED.get(key) if aligned else None
-    if kernel is None:
+    got = _COMPILED.get(key) if aligned else None
+    if got is None:
         assert len(ptrs) + len(descs) + len(scalars) == consts.n_args, f"{consts.n_args} parameters"
         kernel = fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
         if aligned:
             if len(_COMPILED) > 4096:
                 _COMPILED.clear()
-            _COMPILED[key] = kernel
+                _TMA_ARGS.clear()  # (keyed by the ids of the cleared kernels' metadata)
+            _COMPILED[key] = (kernel, _raw_launcher(kernel) if _DIRECT[0] else None)
         return
     if not _DIRECT[0]:
         fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
         return
+    kernel, raw = got
     stream = torch._C._cuda_getCurrentRawStream(ptrs[0].get_device())
     gz = grid[2] if len(grid) > 2 else 1
     try:
+        if raw is not None:  # the C launcher itself, the descriptors expanded here (see _raw_launcher)
+            run, metas, coop, pdl = raw
+            if metas is not None:
+                descs = tuple(x for d, m in zip(descs, metas, strict=True) for x in _tma_arg(d, m))
+            run(
+                grid[0], grid[1], gz, stream, kernel.function, coop, pdl, None, None, kernel.packed_metadata,  # type: ignore[attr-defined]
+                None, None, None, *ptrs, *descs, *scalars, *consts.values,
+            )  # fmt: skip
+            return
         kernel.run(  # type: ignore[attr-defined]
             grid[0], grid[1], gz, stream, kernel.function, kernel.packed_metadata, None, None, None,  # type: ignore[attr-defined]
             *ptrs, *descs, *scalars, *consts.values,
@@ -111,6 +122,58 @@ def launch(fn, grid: tuple[int, ...], ptrs: tuple, scalars: tuple, consts: Const
 
 
 _DIRECT = [True]  # False once the compiled kernel's launcher turned out not to take our arguments
+
+
+def _raw_launcher(kernel) -> tuple | None:
+    """(C launcher, descriptor metadata or None, cooperative, pdl) of a compiled kernel, or None.
+
+    Triton 3.6's `CudaLauncher.__call__` allocates no scratch for these kernels, then, where the
+    signature has TMA descriptors, its wrapper (`wrap_handle_tensordesc.inner`) walks every argument
+    in Python to expand them (about 80 a band launch) and encodes each descriptor again. Calling the
+    C launcher with the descriptors expanded here (`_tma_arg`, with their encodings kept) skips
+    both. None where the launcher is not the one this was written for: then `kernel.run`."""
+    try:
+        run = kernel.run
+        if run.global_scratch_size or run.profile_scratch_size:
+            return None
+        fn = run.launch
+        cells = getattr(fn, "__closure__", None)
+        if not cells:  # no descriptors: the launcher is the C one
+            return (fn, None, run.launch_cooperative_grid, run.launch_pdl)
+        free = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in cells), strict=True))
+        if set(free) != {"launcher", "tensordesc_indices", "tensordesc_meta"} or not _MAKE_TMA_ARG:
+            return None
+        metas = list(free["tensordesc_meta"])
+        if len(metas) != len(free["tensordesc_indices"]):
+            return None
+        return (free["launcher"], metas, run.launch_cooperative_grid, run.launch_pdl)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+try:  # Triton's own expansion of a host-side descriptor into launcher arguments
+    from triton.backends.nvidia.driver import make_tensordesc_arg as _make_tma  # type: ignore
+
+    _MAKE_TMA_ARG = True
+except ImportError:  # pragma: no cover (another Triton: no raw launch with descriptors)
+    _MAKE_TMA_ARG = False
+
+_TMA_ARGS: dict[tuple, list] = {}  # (address, shape, strides, metadata id) -> a descriptor's arguments
+
+
+def _tma_arg(desc, meta) -> list:
+    """A TensorDescriptor's launcher arguments (Triton's `make_tensordesc_arg`), kept per address,
+    shape, strides and kernel argument: the encoded descriptor depends on nothing else (its block,
+    swizzle and element type are the argument's metadata), and encoding it is a driver call."""
+    if meta is None:  # (its arguments hold the tensor itself: not kept)
+        return _make_tma(desc, meta)
+    key = (desc.base.data_ptr(), *desc.shape, *desc.strides, desc.padding, id(meta))
+    got = _TMA_ARGS.get(key)
+    if got is None:
+        if len(_TMA_ARGS) > 1024:
+            _TMA_ARGS.clear()
+        got = _TMA_ARGS[key] = _make_tma(desc, meta)
+    return got
 
 
 _TYPES = {

@@ -264,8 +264,11 @@ def few_rows_gpu(
 ) -> torch.Tensor:
     """Non-causal dense attention of a few query rows over many keys (Longformer's global rows):
     q (b, h, G, d), k, v (b, h, n, d); padding (b, n) marks the real keys. The rows are split over
-    key segments and merged by LSE, so the work spreads over the GPU (SDPA runs one program per head
-    there). A row with no real key gives zeros."""
+    key segments and merged by LSE, so the work spreads over the GPU. A row with no real key gives
+    zeros. Where `flash_rows_apply` holds, through torch's flash kernel instead (less host time)."""
+    if flash_rows_apply(q, k, v, padding, dropout):
+        # (b, h, G, d); the other outputs (logsumexp, ...) are the backward's
+        return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, scale=scale)[0]
     b, h, g, _ = q.shape
     nk = k.shape[2]
     kval = _kval(padding, b, nk, q.device)
@@ -285,6 +288,39 @@ def few_rows_gpu(
 
 
 _FEW: dict[tuple, tuple[Rows, Plan]] = {}  # few_rows_gpu's rows and plan, per shape and key mask
+
+# The few rows through torch's flash kernel (`_scaled_dot_product_flash_attention`, which splits
+# the keys over programs for a few rows, as ours do) up to this many keys. One row over 16K keys, 12
+# heads, bf16, forward + backward (H200, `benchmarks/few_rows_sdpa.py`): host 0.58 ms a call
+# against 1.08 (5 launches and their glue), GPU 0.140 ms against 0.116; at 64K its GPU time is 0.477
+# against 0.332 ms, where the GPU is what a step waits for. Not cuDNN's (torch's own pick without a
+# mask), though faster: it builds a plan for each new length (hundreds of ms), and longseq takes
+# any length.
+FLASH_ROWS_MAX_KEYS = 16384
+
+
+def flash_rows_apply(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding: torch.Tensor | None, dropout: float
+) -> bool:
+    """Whether `few_rows_gpu` runs through torch's flash kernel: no padding mask and no dropout (our
+    kernels' masks and dropout stream stay ours), 16-bit inputs of one dtype with head_dim a multiple
+    of 8 up to 256 and unit stride on it (what the flash kernel takes), at most FLASH_ROWS_MAX_KEYS
+    keys; not while a CUDA graph is captured (graphs keep our kernels, whose host time a replay does
+    not pay) nor under deterministic algorithms (its backward adds dQ by atomics)."""
+    d = q.shape[-1]
+    return (
+        padding is None
+        and dropout == 0.0
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and q.dtype == k.dtype == v.dtype
+        and d % 8 == 0
+        and d <= 256
+        and k.shape[2] <= FLASH_ROWS_MAX_KEYS
+        and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+        and q.is_cuda
+        and not torch.cuda.is_current_stream_capturing()
+        and not torch.are_deterministic_algorithms_enabled()
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
