@@ -893,17 +893,23 @@ def test_global_rows_out_is_checked() -> None:
 def test_flash_rows_apply_only_where_flash_takes_the_rows(monkeypatch) -> None:
     """`few_rows_gpu` hands the rows to torch's flash kernel only with no padding and no dropout,
     16-bit inputs of one dtype, head_dim a multiple of 8 up to 256 with unit stride, at most
-    FLASH_ROWS_MAX_KEYS keys, on CUDA, outside CUDA-graph capture and deterministic mode. (CUDA
-    tensors stood in for by objects with their attributes; the GPU check is attention.py's.)"""
+    FLASH_ROWS_MAX_KEYS keys, on CUDA from sm80 with flash SDPA enabled, outside CUDA-graph capture
+    and deterministic mode. (CUDA tensors stood in for by objects with their attributes; the GPU
+    check is attention.py's.)"""
     from types import SimpleNamespace
 
     from longseq.attention.kernels import patterns_gpu as pg
 
     def t(n=1000, d=64, dtype=torch.bfloat16, stride=1, cuda=True):
-        return SimpleNamespace(shape=(1, 12, n, d), dtype=dtype, is_cuda=cuda, stride=lambda dim: stride)
+        device = SimpleNamespace(index=0)
+        return SimpleNamespace(
+            shape=(1, 12, n, d), dtype=dtype, is_cuda=cuda, stride=lambda dim: stride, device=device
+        )
 
-    capturing = [False]
+    capturing, capable, enabled = [False], [True], [True]
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
+    monkeypatch.setattr(pg, "_flash_capable", lambda index: capable[0])
+    monkeypatch.setattr(torch.backends.cuda, "flash_sdp_enabled", lambda: enabled[0])
     q, kv = t(2), t()
     assert pg.flash_rows_apply(q, kv, kv, None, 0.0)
     assert pg.flash_rows_apply(
@@ -923,9 +929,11 @@ def test_flash_rows_apply_only_where_flash_takes_the_rows(monkeypatch) -> None:
     for args in refused:
         assert not pg.flash_rows_apply(*args)
     assert pg.flash_rows_apply(q, t(pg.FLASH_ROWS_MAX_KEYS), t(pg.FLASH_ROWS_MAX_KEYS), None, 0.0)
-    capturing[0] = True
-    assert not pg.flash_rows_apply(q, kv, kv, None, 0.0)
-    capturing[0] = False
+    for flag in (capturing, capable, enabled):  # in a capture; before sm80; flash SDPA switched off
+        flag[0] = not flag[0]
+        assert not pg.flash_rows_apply(q, kv, kv, None, 0.0)
+        flag[0] = not flag[0]
+    assert pg.flash_rows_apply(q, kv, kv, None, 0.0)
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
     assert not pg.flash_rows_apply(q, kv, kv, None, 0.0)
 

@@ -16,6 +16,8 @@ autograd node per call wherever it can:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .._cache import tensor_key
@@ -305,8 +307,10 @@ def flash_rows_apply(
     """Whether `few_rows_gpu` runs through torch's flash kernel: no padding mask and no dropout (our
     kernels' masks and dropout stream stay ours), 16-bit inputs of one dtype with head_dim a multiple
     of 8 up to 256 and unit stride on it (what the flash kernel takes), at most FLASH_ROWS_MAX_KEYS
-    keys; not while a CUDA graph is captured (graphs keep our kernels, whose host time a replay does
-    not pay) nor under deterministic algorithms (its backward adds dQ by atomics)."""
+    keys; on a GPU of compute capability 8.0 or later with torch's flash SDPA enabled
+    (`torch.backends.cuda.enable_flash_sdp`); not while a CUDA graph is captured (graphs keep our
+    kernels, whose host time a replay does not pay) nor under deterministic algorithms (its backward
+    adds dQ by atomics)."""
     d = q.shape[-1]
     return (
         padding is None
@@ -318,9 +322,17 @@ def flash_rows_apply(
         and k.shape[2] <= FLASH_ROWS_MAX_KEYS
         and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
         and q.is_cuda
+        and _flash_capable(q.device.index)
+        and torch.backends.cuda.flash_sdp_enabled()
         and not torch.cuda.is_current_stream_capturing()
         and not torch.are_deterministic_algorithms_enabled()
     )
+
+
+@functools.cache
+def _flash_capable(index: int | None) -> bool:
+    """Whether the GPU `index` (None: the current one) runs torch's flash kernel (sm80 and later)."""
+    return torch.cuda.get_device_capability(index) >= (8, 0)
 
 
 # ---------------------------------------------------------------------------------------------------
