@@ -4,7 +4,9 @@ H100 (sm_90) on a machine with no GPU (Triton's compiler and its bundled ptxas /
 The call runs on CPU tensors with the launches caught (nothing runs); each kernel specialisation
 is compiled in full and its cubin's resource usage read. Use it before spending device time: a
 kernel at 255 registers with a stack (spills), or falling back from warpgroup MMA (wgmma) to
-mma.sync, shows here. bf16, batch 1, 12 heads, head_dim 64, 4K tokens.
+mma.sync, shows here; so do the innermost loops' sizes in SASS instructions (a band kernel's
+edge loops, whole-tile loop, edge loops, in address order), with their global loads, warpgroup MMAs
+and exp2s. bf16, batch 1, 12 heads, head_dim 64, 4K tokens.
 
     PYTHONPATH=src python benchmarks/kernel_resources.py [--cases window window_global bigbird lsh]
 """
@@ -70,6 +72,7 @@ def resources(fn, ptrs, scalars, kwargs: dict, descs: tuple = ()) -> dict:
         f.write(kernel.asm["cubin"])
         f.flush()
         usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
     found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage, re.S)
     ptx = kernel.asm["ptx"]
     return {
@@ -78,16 +81,41 @@ def resources(fn, ptrs, scalars, kwargs: dict, descs: tuple = ()) -> dict:
         "smem": kernel.metadata.shared,
         "wgmma": "wgmma" in ptx,
         "mma.sync": "mma.sync" in ptx,
+        "loops": inner_loops(sass),
         **opts,
     }
+
+
+def inner_loops(sass: str) -> list[tuple[int, int, int, int]]:
+    """The SASS's innermost loops (a backward branch whose body holds no other), in address order:
+    (instructions, of them global loads, warpgroup MMAs, exp2s)."""
+    ins = []
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)\S*(.*)", line)
+        if m:
+            ins.append((int(m.group(1), 16), m.group(2), m.group(3)))
+    spans = []
+    for addr, op, rest in ins:
+        target = re.search(r"0x([0-9a-f]+)", rest) if op == "BRA" else None
+        if target and int(target.group(1), 16) < addr:
+            spans.append((int(target.group(1), 16), addr))
+    inner = [(a, b) for a, b in spans if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
+    out = []
+    for a, b in sorted(inner):
+        body = [op for addr, op, _ in ins if a <= addr <= b]
+        out.append((len(body), body.count("LDG"), body.count("HGMMA"), body.count("MUFU")))
+    return [x for x in out if x[0] > 8]  # (not the 2-instruction waits)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", nargs="+", default=list(CASES))
     args = ap.parse_args()
-    print("| case | kernel | regs | stack (spills) | dynamic smem | wgmma | mma.sync | warps | stages |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| case | kernel | regs | stack (spills) | dynamic smem | wgmma | mma.sync | warps | stages "
+        "| inner loops: instructions (global loads, MMAs, exp2s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.cases:
         seen = set()
         for fn, ptrs, scalars, kwargs, descs in launches(*CASES[name]):
@@ -98,7 +126,9 @@ def main() -> None:
             r = resources(fn, ptrs, scalars, kwargs, descs)
             print(
                 f"| {name} | {fn.__name__} | {r['regs']} | {r['stack']} | {r['smem']} | {r['wgmma']} | "
-                f"{r['mma.sync']} | {r.get('num_warps', '')} | {r.get('num_stages', '')} |",
+                f"{r['mma.sync']} | {r.get('num_warps', '')} | {r.get('num_stages', '')} | "
+                + ", ".join(f"{n} ({g}, {m}, {e})" for n, g, m, e in r["loops"])
+                + " |",
                 flush=True,
             )
 

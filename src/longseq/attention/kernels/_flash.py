@@ -175,13 +175,17 @@ def _key_tile(
     q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, kd, vd, tb, th, k0,
     BOUND: tl.constexpr, WIN: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr,
     NO_SELF: tl.constexpr, HAS_POS: tl.constexpr, EVEN_D: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr, TMA: tl.constexpr,
+    UPCAST: tl.constexpr, TMA: tl.constexpr, KALL: tl.constexpr,
 ):  # fmt: skip
     """A key tile against the query tile: (k, v, unscaled scores, ok). kp, vp, kvp, pp: the (batch,
     head) bases of K, V, KVAL, POS. WIN: test each pair (window / causal / self); else ok is only the
     key's validity (a band's whole tiles). TMA: k, v through the descriptors kd, vd (batch tb, head
-    th, contiguous rows from k0)."""
-    if BOUND:
+    th, contiguous rows from k0). KALL: KVAL is all ones, so a key is valid where it is in the
+    sequence (kok), with no load (an edge tile's int8 load and its unpacking: 16 of 512 instructions
+    and their addresses, compiled for sm_90)."""
+    if KALL:
+        kval = kok
+    elif BOUND:
         kval = tl.load(kvp + kcols, kok, 0) != 0
     else:
         kval = tl.load(kvp + kcols) != 0
@@ -215,7 +219,7 @@ def _fwd_tile(
     mask at all."""
     k, v, s, ok = _key_tile(
         q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, kd, vd, tb, th, k0, BOUND, WIN,
-        WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST, TMA,
+        WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST, TMA, KALL,
     )  # fmt: skip
     if DROP:
         keep = _keep(hr[:, None], kcols[None, :], thr)
@@ -235,7 +239,7 @@ def _dq_tile(
     """One key tile of dQ (unscaled), as `_fwd_tile`."""
     k, v, s, ok = _key_tile(
         q, qpos, kcols, kok, kp, vp, kvp, pp, skn, svn, offs_d, dok, half, kd, vd, tb, th, k0, BOUND, WIN,
-        WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST, TMA,
+        WINDOW, CAUSAL, NO_SELF, HAS_POS, EVEN_D, PREC, UPCAST, TMA, KALL,
     )  # fmt: skip
     s = s * qk_scale
     if WIN or not KALL:
