@@ -6,7 +6,8 @@ tile, so that the tile is read once. Then the merge of the row's partials: one p
 head) walking them in steps of 64 (the library's form until the thirteenth session) against one
 program per (batch, head, 16 columns of head_dim) taking them all in one load (the library's now).
 Each variant is checked against the library's gpu backend first (relative error under 1e-2); times
-are do_bench, ms, one launch.
+are do_bench, ms, one launch, and the same call captured in a CUDA graph and replayed
+(do_bench_cudagraph: no launch gaps).
 
     PYTHONPATH=src python benchmarks/window_rows.py [--sizes 16384 65536]
 """
@@ -20,7 +21,7 @@ import os
 import torch
 import triton
 import triton.language as tl
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 from longseq.attention import SlidingWindow, attend
 from longseq.attention.kernels._flash import _band, _part
@@ -61,8 +62,14 @@ def _row_part(qg, k, v, GP, GML, z, w, nw, qk_scale, D: tl.constexpr):
 @triton.jit
 def _fwd(Q, K, V, O, LSE, GP, GML, QD, KD, VD, qk_scale, half, N, H, sb, sh, sn,
          BM: tl.constexpr, D: tl.constexpr, KEYS: tl.constexpr, ROW: tl.constexpr):  # fmt: skip
-    # KEYS: the global key (token 0) for the rows whose window leaves it out. ROW: 0 none, 1 over
-    # the own tile read again after the band loop, 2 over the own tile taken first (read once).
+    # KEYS: the global key (token 0) for the rows whose window leaves it out (1: a 16-key block, 2: a
+    # rank-1 update). ROW: 0 none, 1 over the own tile read again after the band loop, 2 over the own
+    # tile taken first (read once), 3 over the first edge tile in its loop (programs 0-3: one of the
+    # last four tiles read again), 4 as 1 with vector products in place of the 16-slot MMAs, 5 as 1
+    # with the tile's loads (pointer loads) issued right after the band loop, before the global key
+    # and the epilogue, so that their latency overlaps them. KEYS 3: as 1, its loads issued before
+    # the band loop. 6: as 1 through pointer loads (the two issued together; TMA loads wait one by
+    # one). 7: the row first, over the own tile loaded by pointer loads issued before q's.
     w = tl.program_id(0)
     z = tl.program_id(1)
     nw = tl.num_programs(0)
@@ -70,12 +77,24 @@ def _fwd(Q, K, V, O, LSE, GP, GML, QD, KD, VD, qk_scale, half, N, H, sb, sh, sn,
     h = z % H
     rows = w * BM + tl.arange(0, BM)
     offs_d = tl.arange(0, D)
+    if ROW == 7:  # the row first, its tile through pointer loads issued before q's TMA load
+        own = w * BM + tl.arange(0, BM)
+        kr = tl.load(K + b * sb + h * sh + own[:, None] * sn + offs_d[None, :])
+        vr = tl.load(V + b * sb + h * sh + own[:, None] * sn + offs_d[None, :])
+        gq = tl.arange(0, 16)
+        qg0 = tl.load(Q + b * sb + h * sh + gq[:, None] * sn + offs_d[None, :], (gq == 0)[:, None], 0.0)
     q = QD.load([b, h, w * BM, 0]).reshape(BM, D)
+    if ROW == 7:
+        _row_part(qg0, kr, vr, GP, GML, z, w, nw, qk_scale, D)
     m_i = tl.full([BM], float("-inf"), tl.float32)
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, D], tl.float32)
     gs = tl.arange(0, 16)
-    if ROW != 0:
+    if KEYS == 3:  # the global key's loads first: their latency hides behind the band loop
+        xm = (gs == 0)[:, None]
+        kx = tl.load(K + b * sb + h * sh + gs[:, None] * sn + offs_d[None, :], xm, 0.0)
+        vx = tl.load(V + b * sb + h * sh + gs[:, None] * sn + offs_d[None, :], xm, 0.0)
+    if ROW != 0 and ROW != 4 and ROW != 7:
         qg = tl.load(Q + b * sb + h * sh + gs[:, None] * sn + offs_d[None, :], (gs == 0)[:, None], 0.0)
     first, a, bb, end = _band(w * BM, BM, BM, half, False, False, N)
     if ROW == 2:  # the own tile first: it is whole (half >= BM, N a multiple of BM)
@@ -107,10 +126,28 @@ def _fwd(Q, K, V, O, LSE, GP, GML, QD, KD, VD, qk_scale, half, N, H, sb, sh, sn,
                 ok = (diff <= half) & (diff >= -half) & (cols < N)[None, :]
                 s = tl.where(ok, s, float("-inf"))
             m_i, l_i, acc = _online(s, m_i, l_i, acc, v, qk_scale, masked)
-    if KEYS:  # as the library: a block of 16 extra keys, after the band loop
-        xm = (gs == 0)[:, None]
-        kx = tl.load(K + b * sb + h * sh + gs[:, None] * sn + offs_d[None, :], xm, 0.0)
-        vx = tl.load(V + b * sb + h * sh + gs[:, None] * sn + offs_d[None, :], xm, 0.0)
+            if ROW == 3 and part == 0:  # this program's first tile (w >= 4: part 0 is that one tile)
+                _row_part(qg, k, v, GP, GML, z, kt, nw, qk_scale, D)
+    if ROW == 5:  # the own tile's loads now, used after the epilogue
+        own = w * BM + tl.arange(0, BM)
+        kr = tl.load(K + b * sb + h * sh + own[:, None] * sn + offs_d[None, :])
+        vr = tl.load(V + b * sb + h * sh + own[:, None] * sn + offs_d[None, :])
+    if KEYS == 2:  # one key as a rank-1 update: no MMA, no 16-key block
+        kx = tl.load(K + b * sb + h * sh + offs_d).to(tl.float32)
+        vx = tl.load(V + b * sb + h * sh + offs_d).to(tl.float32)
+        sx = tl.sum(q.to(tl.float32) * kx[None, :], 1) * qk_scale  # (BM,)
+        sx = tl.where(rows > half, sx, float("-inf"))
+        m_new = tl.maximum(m_i, sx)
+        alpha = tl.math.exp2(m_i - m_new)
+        px = tl.math.exp2(sx - m_new)
+        l_i = l_i * alpha + px
+        acc = acc * alpha[:, None] + px[:, None] * vx[None, :]
+        m_i = m_new
+    elif KEYS:  # as the library: a block of 16 extra keys, after the band loop
+        if KEYS == 1:
+            xm = (gs == 0)[:, None]
+            kx = tl.load(K + b * sb + h * sh + gs[:, None] * sn + offs_d[None, :], xm, 0.0)
+            vx = tl.load(V + b * sb + h * sh + gs[:, None] * sn + offs_d[None, :], xm, 0.0)
         sx = tl.dot(q, tl.trans(kx))  # (BM, 16)
         sx = tl.where((gs == 0)[None, :] & (rows > half)[:, None], sx, float("-inf"))
         m_i, l_i, acc = _online(sx, m_i, l_i, acc, vx, qk_scale, True)
@@ -121,6 +158,30 @@ def _fwd(Q, K, V, O, LSE, GP, GML, QD, KD, VD, qk_scale, half, N, H, sb, sh, sn,
         k = KD.load([b, h, w * BM, 0]).reshape(BM, D)
         v = VD.load([b, h, w * BM, 0]).reshape(BM, D)
         _row_part(qg, k, v, GP, GML, z, w, nw, qk_scale, D)
+    if ROW == 3 and first == a:  # no part 0 (w < 4): one of the last tiles, which no part 0 holds
+        t = nw - 4 + w
+        k = KD.load([b, h, t * BM, 0]).reshape(BM, D)
+        v = VD.load([b, h, t * BM, 0]).reshape(BM, D)
+        _row_part(qg, k, v, GP, GML, z, t, nw, qk_scale, D)
+    if ROW == 5:
+        _row_part(qg, kr, vr, GP, GML, z, w, nw, qk_scale, D)
+    if ROW == 6:
+        own = w * BM + tl.arange(0, BM)
+        kr = tl.load(K + b * sb + h * sh + own[:, None] * sn + offs_d[None, :])
+        vr = tl.load(V + b * sb + h * sh + own[:, None] * sn + offs_d[None, :])
+        _row_part(qg, kr, vr, GP, GML, z, w, nw, qk_scale, D)
+    if ROW == 4:  # the own tile read again, the row as vector products (no MMA)
+        k = KD.load([b, h, w * BM, 0]).reshape(BM, D).to(tl.float32)
+        v = VD.load([b, h, w * BM, 0]).reshape(BM, D).to(tl.float32)
+        qv = tl.load(Q + b * sb + h * sh + offs_d).to(tl.float32)
+        sg = tl.sum(k * qv[None, :], 1) * qk_scale  # (BM,)
+        mg = tl.max(sg, 0)
+        pg = tl.math.exp2(sg - mg)
+        og = tl.sum(pg[:, None] * v, 0)  # (D,)
+        slot = z * nw + w
+        tl.store(GP + slot * D + offs_d, og)
+        tl.store(GML + slot, mg)
+        tl.store(GML + tl.num_programs(1) * nw + slot, tl.sum(pg, 0))
 
 
 @triton.jit
@@ -180,8 +241,18 @@ def desc(t: torch.Tensor):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, BM, D])
 
 
-VARIANTS = {"band": (False, 0), "band + global key": (True, 0), "+ row, own tile read again": (True, 1),
-            "+ row, own tile first": (True, 2)}  # fmt: skip
+VARIANTS = {"band": (0, 0), "band + global key": (1, 0), "band + global key, rank 1": (2, 0),
+            "+ row, own tile read again": (1, 1), "+ row, own tile first": (1, 2),
+            "+ row in the first edge tile's loop": (1, 3), "+ row read again, vector products": (1, 4),
+            "rank-1 key + row in the first edge loop": (2, 3),
+            "rank-1 key + row read again, vector products": (2, 4),
+            "band + global key, its loads first": (3, 0),
+            "+ row, its loads before the epilogue": (1, 5),
+            "key's loads first + row's loads before the epilogue": (3, 5),
+            "+ row read again through pointer loads": (1, 6),
+            "key's loads first + row through pointer loads": (3, 6),
+            "+ row first, pointer loads before q's": (1, 7),
+            "key's loads first + row first": (3, 7)}  # fmt: skip
 
 
 def one(n: int, rows: list) -> None:
@@ -192,9 +263,10 @@ def one(n: int, rows: list) -> None:
     w = SlidingWindow(2 * HALF)
     ref_band = attend(q, k, v, w, backend="gpu")
     ref_glob = attend(q, k, v, w, global_mask=gm, backend="gpu")
-    lib = (do_bench(lambda: attend(q, k, v, w, backend="gpu")),
-           do_bench(lambda: attend(q, k, v, w, global_mask=gm, backend="gpu")))  # fmt: skip
-    rows.append((n, "library: band / with the global token (host incl.)", *lib))
+    for name, fn in (("library: band", lambda: attend(q, k, v, w, backend="gpu")),
+                     ("library: with the global token",
+                      lambda: attend(q, k, v, w, global_mask=gm, backend="gpu"))):  # fmt: skip
+        rows.append((n, name, do_bench(fn), do_bench_cudagraph(fn)))
     nw = n // BM
     o = torch.empty_like(q)
     lse = torch.empty(H, n, device=DEV, dtype=torch.float32)
@@ -220,7 +292,7 @@ def one(n: int, rows: list) -> None:
         print(n, name, f"error {err:.2e}", flush=True)
         if err > 1e-2:
             continue
-        rows.append((n, name, do_bench(fwd), None))
+        rows.append((n, name, do_bench(fwd), do_bench_cudagraph(fwd)))
         print(rows[-1], flush=True)
     for name, fn in (
         ("merge: walk in steps of 64", lambda: _merge_walk[(H,)](
@@ -232,7 +304,7 @@ def one(n: int, rows: list) -> None:
         fn()
         err = rel(o[0, :, 0], ref_glob[0, :, 0])
         print(n, name, f"error {err:.2e}", flush=True)
-        rows.append((n, name, do_bench(fn), None))
+        rows.append((n, name, do_bench(fn), do_bench_cudagraph(fn)))
 
 
 def main() -> None:
@@ -247,7 +319,7 @@ def main() -> None:
     if out:
         with open(os.path.join(out, "window_rows.json"), "w") as f:
             json.dump(rows, f)
-    table(["n", "variant", "ms", "ms (2nd)"], rows)
+    table(["n", "variant", "ms", "GPU-only ms"], rows)
 
 
 if __name__ == "__main__":

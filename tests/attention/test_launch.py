@@ -180,3 +180,19 @@ def test_raw_launch_keeps_each_descriptor_s_encoding(lean, monkeypatch) -> None:
     # again from the kept encoding
     assert fn.log[0] == "triton" and len(fn.log) == 5 and len(encoded) == 3
     assert [row[14] for row in fn.log[1:]] == ["map1", "map2", "map3", "map1"]
+
+
+def test_band_merge_is_a_dependent_launch_only_on_a_gpu_that_has_it(monkeypatch) -> None:
+    from longseq.attention.kernels import listed
+
+    x = torch.zeros(1)
+    assert not listed._pdl(x)  # a CPU tensor: no launch at all, so no PDL
+    monkeypatch.setattr(listed, "_sm90", lambda index: True)
+    monkeypatch.setattr(listed, "_INTERPRET", False)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert listed._pdl(x)
+    monkeypatch.setattr(listed, "PDL_MERGE", [False])
+    assert not listed._pdl(x)
+    monkeypatch.setattr(listed, "PDL_MERGE", [True])
+    monkeypatch.setattr(listed, "_sm90", lambda index: False)  # (an sm80 GPU)
+    assert not listed._pdl(x)

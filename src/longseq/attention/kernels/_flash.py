@@ -323,6 +323,11 @@ def _fwd_body(
     kp, vp = K + b * skb + h * skh, V + b * svb + h * svh
     kvp, pp = KVAL + b * s_kvb + h * s_kvh, POS + b * s_pb + h * s_ph
     EVEN_D = BLOCK_D == D
+    XPRE: tl.constexpr = BAND and HAS_X and BLOCK_X <= 16
+    if XPRE:  # the first block of extra keys loaded now: its loads' latency hides behind the band
+        xcnt = tl.load(XCNT + b)
+        xk0, xv0, xc0, xok0 = _x_block(KX, VX, XIDX, xcnt, 0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib,
+                                      offs_d, dok, BLOCK_X)  # fmt: skip
     if BAND:  # a sliding window: contiguous key tiles, the whole ones in the middle unmasked
         first, a, bb, end = _band(w * BLOCK_M, BLOCK_M, BLOCK_N, half, False, CAUSAL, NK)
         for part in tl.static_range(3):  # edge tiles, whole tiles (no window test), edge tiles
@@ -344,23 +349,23 @@ def _fwd_body(
                 DROP, PREC, UPCAST, False,
             )  # fmt: skip
     if HAS_X:  # in blocks of BLOCK_X (<= BLOCK_N) keys: few global tokens cost little
-        xcnt = tl.load(XCNT + b)
-        for x0 in range(0, NX, BLOCK_X):
-            xs = x0 + tl.arange(0, BLOCK_X)
-            xok = xs < xcnt
-            xcols = tl.load(XIDX + b * s_xib + xs, xok, 0)
-            kmask = xok[:, None] & dok[None, :]
-            k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
-            v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
-            s = _dot(q, tl.trans(k), PREC, UPCAST)
-            ok = xok[None, :] & (qpos[:, None] >= 0)
-            if XSKIP:  # the extra keys are window keys too: only the pairs the window leaves out
-                ok = ok & ~_visible(qpos[:, None], xcols[None, :], ok, half, WINDOW, CAUSAL, NO_SELF)
-            if DROP:
-                keep = _keep(hr[:, None], xcols[None, :] + xoff, thr)
-            else:
-                keep = ok
-            m_i, l_i, acc = _online(s, ok, m_i, l_i, acc, v, keep, qk_scale, True, DROP, PREC, UPCAST)
+        if XPRE:
+            m_i, l_i, acc = _x_tile(
+                q, qpos, m_i, l_i, acc, hr, xk0, xv0, xc0, xok0, half, qk_scale, thr, xoff,
+                WINDOW, CAUSAL, NO_SELF, XSKIP, DROP, PREC, UPCAST,
+            )  # fmt: skip
+            x_from = BLOCK_X
+        else:
+            xcnt = tl.load(XCNT + b)
+            x_from = 0
+        for x0 in range(x_from, NX, BLOCK_X):
+            k, v, xcols, xok = _x_block(
+                KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok, BLOCK_X
+            )
+            m_i, l_i, acc = _x_tile(
+                q, qpos, m_i, l_i, acc, hr, k, v, xcols, xok, half, qk_scale, thr, xoff,
+                WINDOW, CAUSAL, NO_SELF, XSKIP, DROP, PREC, UPCAST,
+            )  # fmt: skip
     if HAS_QVAL:
         qval = tl.load(QVAL + b * s_qvb + h * s_qvh + qidx, qok, 0) != 0
         l_i = tl.where(qval, l_i, 0.0)
@@ -385,11 +390,15 @@ def _fwd_body(
     optr = O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :]
     tl.store(optr, out.to(O.dtype.element_ty), ook[:, None] & dok[None, :])
     tl.store(LSE + z * NO + orows, lse, ook)
-    if GROWS:
+    if GROWS:  # (their queries loaded here: earlier, they cost registers the band loop needs)
+        gidx, gok = _band_rows_idx(QIDX, QCNT, b, s_rib, NR, BLOCK_G)
+        qg = tl.load(
+            Q + b * sqb + h * sqh + gidx[:, None] * sqn + offs_d[None, :], gok[:, None] & dok[None, :], 0.0
+        )
         _band_rows(
-            w, z, b, h, Q, K, V, KVAL, QIDX, QCNT, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
-            sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
-            D, BLOCK_D, BLOCK_M, BLOCK_N, BLOCK_G, DROP, PREC, UPCAST, TMA,
+            w, z, b, h, qg, gidx, gok, K, V, KVAL, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
+            skb, skh, skn, svb, svh, svn, s_kvb, s_kvh,
+            D, BLOCK_D, BLOCK_M, BLOCK_N, BLOCK_G, DROP, PREC, UPCAST, TMA, KALL,
         )  # fmt: skip
 
 
@@ -409,13 +418,16 @@ def _fwd_kernel(
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr, ALONG: tl.constexpr, RSKIP: tl.constexpr, R_BM: tl.constexpr, R_BN: tl.constexpr,
-    TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr,
+    TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """The forward pass (`_fwd_body`): a (work item, batch * head) grid; or, with ALONG, a 1-D grid
     whose first NRP * BH programs are the work items of a split plan of `Rows` (RW_QT, RLIST: rows
     QIDX[b, :QCNT[b]], tiles of R_BM rows over key tiles of R_BN keys, partials into RO / RLSE with
     RNO rows per head, merged by the next launch), and the others the main plan's (NMAIN per head).
-    With GROWS (no ALONG), RO / RLSE take `_band_rows`' partials."""
+    With GROWS (no ALONG), RO / RLSE take `_band_rows`' partials. PDL: the next launch (the band
+    merge, a programmatic dependent) may start now; it waits for this launch's writes."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
     if ALONG:
         pid = tl.program_id(0)
         if pid < NRP * BH:  # the rows' programs first: they start first, and overlap the main ones
@@ -464,27 +476,63 @@ def _fwd_kernel(
 
 
 @triton.jit
+def _x_block(
+    KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok,
+    BLOCK_X: tl.constexpr,
+):  # fmt: skip
+    """Extra keys x0 + [0, BLOCK_X) of batch b, head h: (k, v, their key positions, ok)."""
+    xs = x0 + tl.arange(0, BLOCK_X)
+    xok = xs < xcnt
+    xcols = tl.load(XIDX + b * s_xib + xs, xok, 0)
+    kmask = xok[:, None] & dok[None, :]
+    k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
+    v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
+    return k, v, xcols, xok
+
+
+@triton.jit
+def _x_tile(
+    q, qpos, m_i, l_i, acc, hr, k, v, xcols, xok, half, qk_scale, thr, xoff,
+    WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, XSKIP: tl.constexpr,
+    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """A block of extra keys (`_x_block`) into the online softmax of the query tile."""
+    s = _dot(q, tl.trans(k), PREC, UPCAST)
+    ok = xok[None, :] & (qpos[:, None] >= 0)
+    if XSKIP:  # the extra keys are window keys too: only the pairs the window leaves out
+        ok = ok & ~_visible(qpos[:, None], xcols[None, :], ok, half, WINDOW, CAUSAL, NO_SELF)
+    if DROP:
+        keep = _keep(hr[:, None], xcols[None, :] + xoff, thr)
+    else:
+        keep = ok
+    return _online(s, ok, m_i, l_i, acc, v, keep, qk_scale, True, DROP, PREC, UPCAST)
+
+
+@triton.jit
+def _band_rows_idx(QIDX, QCNT, b, s_rib, NR, BLOCK_G: tl.constexpr):
+    """GROWS: the slots of the rows QIDX[b, :QCNT[b]] (NR <= BLOCK_G): (positions, ok)."""
+    gs = tl.arange(0, BLOCK_G)
+    gok = (gs < NR) & (gs < tl.load(QCNT + b))
+    return tl.load(QIDX + b * s_rib + gs, gok, 0), gok
+
+
+@triton.jit
 def _band_rows(
-    w, z, b, h, Q, K, V, KVAL, QIDX, QCNT, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
-    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
+    w, z, b, h, qg, gidx, gok, K, V, KVAL, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
+    skb, skh, skn, svb, svh, svn, s_kvb, s_kvh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_G: tl.constexpr, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    TMA: tl.constexpr,
+    TMA: tl.constexpr, KALL: tl.constexpr,
 ):  # fmt: skip
-    """GROWS: the rows QIDX[b, :QCNT[b]] (NR <= BLOCK_G slots) that see every key, over band program
+    """GROWS: the rows qg (positions gidx, `_band_rows_idx`) that see every key, over band program
     w's own tile of keys, [w * BLOCK_M, (w + 1) * BLOCK_M), read once more (from L2: the band loop
     has just read it). The partial (unnormalised sums, maximum in log2 units, sum of weights) goes to
     GP (B * H, W, NR, D) and GML (2, B * H, W, NR) float32, W the programs of a head, for
     `_merges._band_merge_kernel`."""
     nw = tl.num_programs(0)
     gs = tl.arange(0, BLOCK_G)
-    gok = (gs < NR) & (gs < tl.load(QCNT + b))
-    gidx = tl.load(QIDX + b * s_rib + gs, gok, 0)
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
-    qg = tl.load(
-        Q + b * sqb + h * sqh + gidx[:, None] * sqn + offs_d[None, :], gok[:, None] & dok[None, :], 0.0
-    )
     kcols = w * BLOCK_M + tl.arange(0, BLOCK_M)
     kok = kcols < NK
     if TMA and BLOCK_M == BLOCK_N:
@@ -494,7 +542,10 @@ def _band_rows(
         kmask = kok[:, None] & dok[None, :]
         k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
         v = tl.load(V + b * svb + h * svh + kcols[:, None] * svn + offs_d[None, :], kmask, 0.0)
-    kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
+    if KALL:
+        kval = kok
+    else:
+        kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
     s = _dot(qg, tl.trans(k), PREC, UPCAST)  # (BLOCK_G, BLOCK_M)
     s = tl.where(gok[:, None] & kval[None, :], s, float("-inf"))
     m = tl.max(s, 1) * qk_scale
@@ -591,12 +642,9 @@ def _bwd_dq_body(
     if HAS_X:
         xcnt = tl.load(XCNT + b)
         for x0 in range(0, NX, BLOCK_X):
-            xs = x0 + tl.arange(0, BLOCK_X)
-            xok = xs < xcnt
-            xcols = tl.load(XIDX + b * s_xib + xs, xok, 0)
-            kmask = xok[:, None] & dok[None, :]
-            k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
-            v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
+            k, v, xcols, xok = _x_block(
+                KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok, BLOCK_X
+            )
             s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
             ok = xok[None, :] & qok[:, None]
             if XSKIP:
@@ -611,9 +659,10 @@ def _bwd_dq_body(
             ds = p * (dp - delta[:, None])
             dq += _dot(ds.to(k.dtype), k, PREC, UPCAST)
             # the extra keys are few and seen by every query tile: fp32 atomics (B, H, NX, D)
-            xptr = (z * NX + xs[:, None]) * D + offs_d[None, :]
+            xptr = (z * NX + x0 + tl.arange(0, BLOCK_X)[:, None]) * D + offs_d[None, :]
             dvx = _dot(tl.trans(pv).to(do.dtype), do, PREC, UPCAST)
             dkx = _dot(tl.trans(ds).to(q.dtype), q, PREC, UPCAST) * scale
+            kmask = xok[:, None] & dok[None, :]
             tl.atomic_add(DVX + xptr, dvx, kmask)
             tl.atomic_add(DKX + xptr, dkx, kmask)
     dq = dq * scale

@@ -13,13 +13,17 @@ def _band_merge_kernel(
     GP, GML, QVAL, QIDX, QCNT, O, LSE,
     rdrop,
     H, NW, NQ, NR, sob, soh, son, s_qvb, s_qvh, s_rib,
-    D: tl.constexpr, BLOCK_DC: tl.constexpr, CW: tl.constexpr, HAS_QVAL: tl.constexpr,
+    D: tl.constexpr, BLOCK_DC: tl.constexpr, CW: tl.constexpr, HAS_QVAL: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """`_band_rows`' NW partials of row slot g = program 1 of (batch, head) z = program 0 -> columns
     [c * BLOCK_DC, (c + 1) * BLOCK_DC) of its O, c = program 2 (and, in program c = 0, its LSE). The
     partials come CW at a time (CW >= NW up to 64K tokens: one load). Measured on an H200
     (benchmarks/window_rows.py): 5.8 / 6.8 us at 16K / 64K tokens, against 10.4 / 26.2 us for one
-    program per (batch, head, row) walking the partials 64 at a time."""
+    program per (batch, head, row) walking the partials 64 at a time. PDL: launched as a programmatic
+    dependent of the band's forward launch (which lets it start early), so it waits for that launch's
+    writes (every program: none ends before the band's launch)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
     z = tl.program_id(0)
     g = tl.program_id(1)
     c = tl.program_id(2)

@@ -18,6 +18,7 @@ back as one buffer (`fused_base`), not as three that autograd concatenates.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -143,7 +144,7 @@ class Plan:
 _FLAGS = {
     _flash._fwd_kernel: (
         "HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL",
-        "ALONG", "RSKIP", "R_BM", "R_BN", "GROWS", "BLOCK_G", "TMA",
+        "ALONG", "RSKIP", "R_BM", "R_BN", "GROWS", "BLOCK_G", "PDL", "TMA",
     ),
     _flash._bwd_dq_kernel: (
         "HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL",
@@ -418,24 +419,42 @@ def _band_merge(
     dummy: torch.Tensor,
     rdrop: float,
     nw: int,
+    pdl: bool,
 ) -> None:
     """`_band_rows`' partials -> the rows' O and LSE: one program per (batch, head, row slot, 16
     columns of head_dim), each taking up to 1024 partials in one load. (One row, the default, is the
     launch measured; more rows were measured with one program per (batch, head) walking them, the
-    slower form.)"""
+    slower form.) pdl: launched as a programmatic dependent of the band's launch (`_pdl`)."""
     b, h, nq, d = o.shape
     cw = min(_pow2(nw), BAND_MERGE_CHUNK)
-    key = (d, qval is not None, cw, BAND_MERGE_COLUMNS)
+    key = (d, qval is not None, cw, BAND_MERGE_COLUMNS, pdl)
     c = _BAND_MERGE.get(key)
     if c is None:
-        kw = dict(D=d, BLOCK_DC=BAND_MERGE_COLUMNS, CW=cw, HAS_QVAL=qval is not None)
+        kw = dict(D=d, BLOCK_DC=BAND_MERGE_COLUMNS, CW=cw, HAS_QVAL=qval is not None, PDL=pdl)
         if not _INTERPRET:
             kw.update(num_warps=8 if cw >= 256 else 4, num_stages=2)
+        if pdl:
+            kw.update(launch_pdl=True)
         c = _BAND_MERGE[key] = Consts(_merges._band_merge_kernel, kw)
     ptrs = (gp, gml, qval if qval is not None else dummy, rows.idx, rows.cnt, o, lse)
     scalars = (rdrop, h, nw, nq, rows.idx.shape[1], *_s4(o), *_sbh(qval), _sb(rows.idx))
     grid = (b * h, rows.idx.shape[1], -(-d // BAND_MERGE_COLUMNS))
     launch(_merges._band_merge_kernel, grid, ptrs, scalars, c)
+
+
+# The band merge as a programmatic dependent launch of the band's forward (PDL, sm90 and later): its
+# programs may start while the band's last wave runs, and wait for its writes in the kernel.
+PDL_MERGE = [True]
+
+
+def _pdl(x: torch.Tensor) -> bool:
+    """Whether the band merge after a launch on x's device is a programmatic dependent launch."""
+    return PDL_MERGE[0] and not _INTERPRET and x.is_cuda and _sm90(x.device.index)
+
+
+@functools.cache
+def _sm90(index: int | None) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
 
 
 BAND_MERGE_CHUNK = 1024  # partials a load in the band merge (one per 64 tokens: one load up to 64K)
@@ -563,6 +582,7 @@ class _ListedAttention(torch.autograd.Function):
             *al.flags(),
             grows,
             small_block(ng, BAND_ROWS_MOST),
+            grows and _pdl(q),
             _tma(plan, _flash._fwd_kernel, d, q, k, v),
         )
         nmain = _grid(c, plan, nq)
@@ -597,12 +617,12 @@ class _ListedAttention(torch.autograd.Function):
             _descs(c, ("BLOCK_M", "BLOCK_N", "BLOCK_N"), (q, k, v), dummy),
         )  # fmt: skip
         if grows:
-            _band_merge(gp, gml, o, lse, rows, qval, dummy, rdrop, nmain)
+            _band_merge(gp, gml, o, lse, rows, qval, dummy, rdrop, nmain, c.kwargs["PDL"])
         elif rows is not None:
             if not al.on:
                 cr = rp.consts(
                     _flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop, False,
-                    False, *_APART.flags(), False, 16, False,
+                    False, *_APART.flags(), False, 16, False, False,
                 )  # fmt: skip
                 launch(
                     _flash._fwd_kernel, (rw, b * h),
