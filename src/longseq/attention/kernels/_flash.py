@@ -390,14 +390,10 @@ def _fwd_body(
     optr = O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :]
     tl.store(optr, out.to(O.dtype.element_ty), ook[:, None] & dok[None, :])
     tl.store(LSE + z * NO + orows, lse, ook)
-    if GROWS:  # (their queries loaded here: earlier, they cost registers the band loop needs)
-        gidx, gok = _band_rows_idx(QIDX, QCNT, b, s_rib, NR, BLOCK_G)
-        qg = tl.load(
-            Q + b * sqb + h * sqh + gidx[:, None] * sqn + offs_d[None, :], gok[:, None] & dok[None, :], 0.0
-        )
+    if GROWS:  # (its queries loaded there: before the band loop, they cost registers the loop needs)
         _band_rows(
-            w, z, b, h, qg, gidx, gok, K, V, KVAL, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
-            skb, skh, skn, svb, svh, svn, s_kvb, s_kvh,
+            w, z, b, h, Q, K, V, KVAL, QIDX, QCNT, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
+            sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
             D, BLOCK_D, BLOCK_M, BLOCK_N, BLOCK_G, DROP, PREC, UPCAST, TMA, KALL,
         )  # fmt: skip
 
@@ -509,30 +505,27 @@ def _x_tile(
 
 
 @triton.jit
-def _band_rows_idx(QIDX, QCNT, b, s_rib, NR, BLOCK_G: tl.constexpr):
-    """GROWS: the slots of the rows QIDX[b, :QCNT[b]] (NR <= BLOCK_G): (positions, ok)."""
-    gs = tl.arange(0, BLOCK_G)
-    gok = (gs < NR) & (gs < tl.load(QCNT + b))
-    return tl.load(QIDX + b * s_rib + gs, gok, 0), gok
-
-
-@triton.jit
 def _band_rows(
-    w, z, b, h, qg, gidx, gok, K, V, KVAL, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
-    skb, skh, skn, svb, svh, svn, s_kvb, s_kvh,
+    w, z, b, h, Q, K, V, KVAL, QIDX, QCNT, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_G: tl.constexpr, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
     TMA: tl.constexpr, KALL: tl.constexpr,
 ):  # fmt: skip
-    """GROWS: the rows qg (positions gidx, `_band_rows_idx`) that see every key, over band program
+    """GROWS: the rows QIDX[b, :QCNT[b]] (NR <= BLOCK_G slots) that see every key, over band program
     w's own tile of keys, [w * BLOCK_M, (w + 1) * BLOCK_M), read once more (from L2: the band loop
     has just read it). The partial (unnormalised sums, maximum in log2 units, sum of weights) goes to
     GP (B * H, W, NR, D) and GML (2, B * H, W, NR) float32, W the programs of a head, for
     `_merges._band_merge_kernel`."""
     nw = tl.num_programs(0)
     gs = tl.arange(0, BLOCK_G)
+    gok = (gs < NR) & (gs < tl.load(QCNT + b))
+    gidx = tl.load(QIDX + b * s_rib + gs, gok, 0)
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
+    qg = tl.load(
+        Q + b * sqb + h * sqh + gidx[:, None] * sqn + offs_d[None, :], gok[:, None] & dok[None, :], 0.0
+    )
     kcols = w * BLOCK_M + tl.arange(0, BLOCK_M)
     kok = kcols < NK
     if TMA and BLOCK_M == BLOCK_N:
