@@ -26,7 +26,7 @@ from triton.compiler import ASTSource
 
 import longseq.attention as A
 from longseq.attention import LSH, BlockSparse, SlidingWindow, attend
-from longseq.attention.kernels import listed, lsh_sorted
+from longseq.attention.kernels import listed, lsh_sorted, side_rows
 from longseq.attention.kernels.launch import signature
 
 N, H, D = 4096, 12, 64
@@ -46,10 +46,11 @@ def launches(pattern, glob: int) -> list[tuple]:
     def catch(fn, grid, ptrs, scalars, consts, descs=()) -> None:
         got.append((fn, ptrs, scalars, dict(consts.kwargs), tuple(descs)))
 
-    saved = listed.launch, lsh_sorted.launch, A._gpu_available, listed._pdl
-    listed.launch = lsh_sorted.launch = catch
+    saved = listed.launch, lsh_sorted.launch, side_rows.launch, A._gpu_available, listed._pdl
+    listed.launch = lsh_sorted.launch = side_rows.launch = catch
     A._gpu_available = lambda q: True
     listed._pdl = lambda x: True  # (as on an H100)
+    saved_sms, side_rows.SIDE_CPU_SMS = side_rows.SIDE_CPU_SMS, 132
     try:
         q, k, v = (torch.randn(1, H, N, D, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
         k = q if isinstance(pattern, LSH) else k
@@ -60,7 +61,8 @@ def launches(pattern, glob: int) -> list[tuple]:
         out = attend(q, k, v, pattern, global_mask=gm, backend="gpu")
         torch.autograd.grad(out, [q, v] if k is q else [q, k, v], torch.ones_like(out))
     finally:
-        listed.launch, lsh_sorted.launch, A._gpu_available, listed._pdl = saved
+        listed.launch, lsh_sorted.launch, side_rows.launch, A._gpu_available, listed._pdl = saved
+        side_rows.SIDE_CPU_SMS = saved_sms
     return got
 
 
@@ -68,7 +70,17 @@ def resources(fn, ptrs, scalars, kwargs: dict, descs: tuple = ()) -> dict:
     opts = {
         key: kwargs.pop(key) for key in ("num_warps", "num_stages", "maxnreg", "launch_pdl") if key in kwargs
     }
-    src = ASTSource(fn=fn, signature=signature(fn, ptrs, scalars, descs), constexprs=kwargs)
+    sig = signature(fn, ptrs, scalars, descs)
+    attrs = {}  # as Triton's launch specialises: 16-byte aligned pointers, ints % 16 == 0, ints == 1
+    for i, x in enumerate((*ptrs, *descs, *scalars)):
+        name = fn.arg_names[i]
+        if isinstance(x, torch.Tensor) and x.data_ptr() % 16 == 0:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(x, int) and x == 1:
+            sig[name], kwargs[name] = "constexpr", 1
+        elif isinstance(x, int) and x % 16 == 0:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn=fn, signature=sig, constexprs=kwargs, attrs=attrs)
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
