@@ -6,7 +6,9 @@ is compiled in full and its cubin's resource usage read. Use it before spending 
 kernel at 255 registers with a stack (spills), or falling back from warpgroup MMA (wgmma) to
 mma.sync, shows here; so do the innermost loops' sizes in SASS instructions (a band kernel's
 edge loops, whole-tile loop, edge loops, in address order), with their global loads, warpgroup MMAs
-and exp2s. bf16, batch 1, 12 heads, head_dim 64, 4K tokens.
+and exp2s. The arguments are specialised as Triton's launch does (16-byte-aligned pointers and
+integers divisible by 16 marked, integers equal to 1 made constants). bf16, batch 1, 12 heads,
+head_dim 64, 4K tokens.
 
     PYTHONPATH=src python benchmarks/kernel_resources.py [--cases window window_global bigbird lsh]
 """
@@ -26,7 +28,7 @@ from triton.compiler import ASTSource
 
 import longseq.attention as A
 from longseq.attention import LSH, BlockSparse, SlidingWindow, attend
-from longseq.attention.kernels import listed, lsh_sorted, side_rows
+from longseq.attention.kernels import listed, lsh_sorted
 from longseq.attention.kernels.launch import signature
 
 N, H, D = 4096, 12, 64
@@ -46,11 +48,10 @@ def launches(pattern, glob: int) -> list[tuple]:
     def catch(fn, grid, ptrs, scalars, consts, descs=()) -> None:
         got.append((fn, ptrs, scalars, dict(consts.kwargs), tuple(descs)))
 
-    saved = listed.launch, lsh_sorted.launch, side_rows.launch, A._gpu_available, listed._pdl
-    listed.launch = lsh_sorted.launch = side_rows.launch = catch
+    saved = listed.launch, lsh_sorted.launch, A._gpu_available, listed._pdl
+    listed.launch = lsh_sorted.launch = catch
     A._gpu_available = lambda q: True
     listed._pdl = lambda x: True  # (as on an H100)
-    saved_sms, side_rows.SIDE_CPU_SMS = side_rows.SIDE_CPU_SMS, 132
     try:
         q, k, v = (torch.randn(1, H, N, D, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
         k = q if isinstance(pattern, LSH) else k
@@ -61,8 +62,7 @@ def launches(pattern, glob: int) -> list[tuple]:
         out = attend(q, k, v, pattern, global_mask=gm, backend="gpu")
         torch.autograd.grad(out, [q, v] if k is q else [q, k, v], torch.ones_like(out))
     finally:
-        listed.launch, lsh_sorted.launch, side_rows.launch, A._gpu_available, listed._pdl = saved
-        side_rows.SIDE_CPU_SMS = saved_sms
+        listed.launch, lsh_sorted.launch, A._gpu_available, listed._pdl = saved
     return got
 
 

@@ -594,10 +594,6 @@ def _check_along_vs_apart(name: str) -> dict:
 # and query tiles of 32 rows over key tiles of 64 (each key tile owned by one of two programs); and
 # one global row per batch row, which the band takes with the default BAND_ROWS_MAX; and a merge that
 # takes the partials 2 at a time (`listed.BAND_MERGE_CHUNK`) over 3 programs of head_dim 40's columns.
-# Each also with the rows on the side kernel instead (`side_rows`: the band skips them, key segments
-# of SIDE_CPU_SMS // (batch * heads) programs merged by the last; CUDA-core products for one row,
-# tl.dot for more), and as the band's tail (`side_rows.SIDE_TAIL`: tl.dot, segments of TAIL_TILES
-# key tiles; launched in turn here, a dependent launch on the GPU).
 BAND_ROWS_VS_SPLIT: dict[str, tuple] = {
     "band_rows_padded": (SlidingWindow(8), {"n": 100, "glob": True}),
     "band_rows_one_by_default": (SlidingWindow(300), {"n": 333, "h": 1, "glob": "one", "pad": "some"}),
@@ -609,7 +605,7 @@ BAND_ROWS_VS_SPLIT: dict[str, tuple] = {
 
 
 def _check_band_rows_vs_split(name: str) -> dict:
-    from longseq.attention.kernels import listed, side_rows
+    from longseq.attention.kernels import listed
 
     pattern, opts = BAND_ROWS_VS_SPLIT[name]
     opts = dict(opts)
@@ -630,41 +626,25 @@ def _check_band_rows_vs_split(name: str) -> dict:
         taken.append(original(*args))
         return taken[-1]
 
-    side_taken: list[bool] = []
-    side_original = side_rows.takes_side_rows
-
-    def side_spy(*args):
-        side_taken.append(side_original(*args))
-        return side_taken[-1]
-
     runs = {}
     saved = listed.BAND_ROWS[0], dict(listed.BAND_TILES), listed.BAND_ROWS_MAX, listed.BAND_MERGE_CHUNK
-    saved_side = side_rows.SIDE_ROWS[0]
     listed._takes_band_rows = spy
-    side_rows.takes_side_rows = side_spy
     listed.BAND_MERGE_CHUNK = chunk
     if not one:
         listed.BAND_ROWS_MAX = listed.BAND_ROWS_MOST  # (by default the band takes one row)
     try:
         if tiles is not None:
             listed.tune_band({"_fwd_kernel": tiles})
-        for label, on, side in (("split", 0, 0), ("band", 1, 0), ("side", 1, 1), ("tail", 1, 2)):
-            listed.BAND_ROWS[0] = bool(on)
-            side_rows.SIDE_ROWS[0] = bool(side)
-            side_rows.TAIL_IN_TURN[0] = side == 2
+        for label, on in (("split", False), ("band", True)):
+            listed.BAND_ROWS[0] = on
             out = _gpu(pattern, q, k, v, padding, global_mask, 0.2, seed=5)
             runs[label] = [out, *_grads(out, ins, go)]
     finally:
         listed.BAND_ROWS[0], listed.BAND_ROWS_MAX, listed.BAND_MERGE_CHUNK = saved[0], saved[2], saved[3]
-        side_rows.SIDE_ROWS[0], side_rows.TAIL_IN_TURN[0] = saved_side, False
         listed.tune_band(saved[1])
         listed._takes_band_rows = original
-        side_rows.takes_side_rows = side_original
-    res = {"taken": taken, "side_taken": side_taken}
-    res["nan"] = any(bool(t.isnan().any()) for r in runs.values() for t in r)
+    res = {"taken": taken, "nan": any(bool(t.isnan().any()) for r in runs.values() for t in r)}
     res["diff"] = max(_rel(a, b) for a, b in zip(runs["band"], runs["split"], strict=True))
-    res["side_diff"] = max(_rel(a, b) for a, b in zip(runs["side"], runs["split"], strict=True))
-    res["tail_diff"] = max(_rel(a, b) for a, b in zip(runs["tail"], runs["split"], strict=True))
     return res
 
 
@@ -885,13 +865,10 @@ def test_rows_in_the_main_launches_equal_their_own_launches(results: dict, name:
 def test_band_rows_equal_a_split_plan(results: dict, name: str) -> None:
     res = results[name]
     assert "error" not in res, res.get("error")
-    # split, then the band's, then the side kernel's (forward only: the backward keeps the split plan)
-    assert res["taken"] == [False, True, True, True], res["taken"]
-    assert res["side_taken"] == [False, False, True, True], res["side_taken"]
+    # split, then the band's (forward only: the backward keeps the split plan)
+    assert res["taken"] == [False, True], res["taken"]
     assert not res["nan"]
     assert res["diff"] <= 1e-6, res
-    assert res["side_diff"] <= 1e-6, res
-    assert res["tail_diff"] <= 1e-6, res
 
 
 @pytest.mark.parametrize("name", sorted(BUCKETS))

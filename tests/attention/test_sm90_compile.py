@@ -32,8 +32,6 @@ def _reads_a_global(X):
 # (pattern, seq, dtype, head_dim, global tokens, padded, dropout, queries (Dense: a few rows))
 CALLS = {
     "window_one_global_bf16": (SlidingWindow(128), 1024, torch.bfloat16, 64, 1, False, 0.0, None),
-    "window_one_global_padded_dropout": (SlidingWindow(128), 1000, torch.bfloat16, 64, 1, True, 0.1, None),
-    "window_one_global_band_rows": (SlidingWindow(128), 1024, torch.bfloat16, 64, 1, True, 0.1, None),
     "window_many_global_fp16_d32": (SlidingWindow(128), 1000, torch.float16, 32, 40, True, 0.0, None),
     "window_dilated_causal_fp32": (
         SlidingWindow(64, dilation=2, causal=True), 900, torch.float32, 64, 2, True, 0.0, None
@@ -55,7 +53,7 @@ CALLS = {
 @pytest.fixture(scope="module")
 def caught() -> dict[str, list[tuple]]:
     """The launches each call makes, forward and backward, by call name (nothing runs)."""
-    from longseq.attention.kernels import listed, lsh_sorted, side_rows
+    from longseq.attention.kernels import listed, lsh_sorted
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("the compile test needs Triton's compiler, not its interpreter")
@@ -65,8 +63,8 @@ def caught() -> dict[str, list[tuple]]:
     def catch(fn, grid, ptrs, scalars, consts, descs=()) -> None:
         current.append((fn, tuple(ptrs), tuple(scalars), dict(consts.kwargs), tuple(descs)))
 
-    saved = listed.launch, lsh_sorted.launch, side_rows.launch, A._gpu_available, listed._pdl
-    listed.launch = lsh_sorted.launch = side_rows.launch = catch
+    saved = listed.launch, lsh_sorted.launch, A._gpu_available, listed._pdl
+    listed.launch = lsh_sorted.launch = catch
     A._gpu_available = lambda q: True
     listed._pdl = lambda x: True  # (sm_90: the band merge is a programmatic dependent launch)
     try:
@@ -82,13 +80,11 @@ def caught() -> dict[str, list[tuple]]:
                 gm = torch.zeros(1, n, dtype=torch.bool)
                 gm[:, torch.arange(0, n, 7)[:glob]] = True
             kw = dict(padding_mask=padding, global_mask=gm, dropout=dropout)
-            side_rows.SIDE_ROWS[0] = not name.endswith("_band_rows")  # (as past one program an SM)
             out = attend(q, k, v, pattern, backend="gpu", **kw)
             ins = [q, v] if k is q else [q, k, v]
             torch.autograd.grad(out, ins, torch.ones_like(out))
     finally:
-        listed.launch, lsh_sorted.launch, side_rows.launch, A._gpu_available, listed._pdl = saved
-        side_rows.SIDE_ROWS[0] = True
+        listed.launch, lsh_sorted.launch, A._gpu_available, listed._pdl = saved
     return got
 
 
@@ -140,9 +136,5 @@ def test_kernels_compile_for_sm90(caught: dict, name: str) -> None:
         assert "ttg." in _to_ttgir(src, opts), fn.__name__  # GPU layouts assigned
         names.add(fn.__name__)
     assert {"_fwd_kernel", "_bwd_dq_kernel", "_bwd_dkdv_kernel"} <= names, names  # forward and backward
-    if name == "window_one_global_bf16":  # the global row on the side kernel (batch * heads <= the SMs)
-        assert "_side_rows_kernel" in names and "_band_merge_kernel" not in names, names
-    if name == "window_one_global_band_rows":  # the band's programs take it, a dependent merge
-        assert "_band_merge_kernel" in names and "_side_rows_kernel" not in names, names
     if isinstance(CALLS[name][0], LSH):
         assert {"_hash_kernel", "_gather_kernel", "_unsort_kernel", "_unsort_bwd_kernel"} <= names, names

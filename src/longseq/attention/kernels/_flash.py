@@ -290,7 +290,6 @@ def _fwd_body(
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr, RSKIP: tl.constexpr, TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr,
-    XROWS: tl.constexpr,
 ):  # fmt: skip
     """Work item w of (batch, head) z. DROP: attention dropout (see dropout.py), kept weights scaled
     by rdrop = 1 / (1 - p). ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O /
@@ -388,8 +387,6 @@ def _fwd_body(
         ook = qok
         if RSKIP:
             ook = ook & (tl.load(RSLOT + b * s_rsb + qidx, qok, -1) < 0)
-        if XROWS:  # rows that are extra keys are left to `side_rows` (XPRE: their positions are here)
-            ook = ook & (tl.sum(((qidx[:, None] == xc0[None, :]) & xok0[None, :]).to(tl.int32), 1) == 0)
     optr = O + b * sob + h * soh + orows[:, None] * son + offs_d[None, :]
     tl.store(optr, out.to(O.dtype.element_ty), ook[:, None] & dok[None, :])
     tl.store(LSE + z * NO + orows, lse, ook)
@@ -417,14 +414,13 @@ def _fwd_kernel(
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr, ALONG: tl.constexpr, RSKIP: tl.constexpr, R_BM: tl.constexpr, R_BN: tl.constexpr,
-    TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr, PDL: tl.constexpr, XROWS: tl.constexpr,
+    TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """The forward pass (`_fwd_body`): a (work item, batch * head) grid; or, with ALONG, a 1-D grid
     whose first NRP * BH programs are the work items of a split plan of `Rows` (RW_QT, RLIST: rows
     QIDX[b, :QCNT[b]], tiles of R_BM rows over key tiles of R_BN keys, partials into RO / RLSE with
     RNO rows per head, merged by the next launch), and the others the main plan's (NMAIN per head).
-    With GROWS (no ALONG), RO / RLSE take `_band_rows`' partials. XROWS (BAND, XPRE): the rows that
-    are extra keys are not written (`side_rows` writes them). PDL: the next launch (the band
+    With GROWS (no ALONG), RO / RLSE take `_band_rows`' partials. PDL: the next launch (the band
     merge, a programmatic dependent) may start now; it waits for this launch's writes."""
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
@@ -442,7 +438,7 @@ def _fwd_kernel(
                 s_rsb,
                 D, BLOCK_D, R_BM, R_BN, R_BM, R_BM, 1, R_BN, R_BN, 1,
                 False, False, False, False, HAS_QVAL, False, True, 16,
-                DROP, PREC, UPCAST, False, False, False, False, False, False, 16, False,
+                DROP, PREC, UPCAST, False, False, False, False, False, False, 16,
             )  # fmt: skip
         else:
             p = pid - NRP * BH
@@ -457,7 +453,7 @@ def _fwd_kernel(
                 s_wh, s_lh, s_rsb,
                 D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
                 WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
-                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, False, 16, False,
+                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, False, 16,
             )  # fmt: skip
     else:
         _fwd_body(
@@ -471,7 +467,7 @@ def _fwd_kernel(
             s_lh, s_rsb,
             D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
             WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
-            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, GROWS, BLOCK_G, XROWS,
+            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, GROWS, BLOCK_G,
         )  # fmt: skip
 
 

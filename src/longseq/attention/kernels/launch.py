@@ -13,7 +13,6 @@ Under Triton's CPU interpreter (TRITON_INTERPRET=1) every launch goes through Tr
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import operator
 import os
@@ -49,10 +48,9 @@ _OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg")
 class Consts:
     """A kernel's constexprs and launch options, with their values in signature order (built once)."""
 
-    def __init__(self, fn, kwargs: dict, carveout: int | None = None) -> None:
+    def __init__(self, fn, kwargs: dict) -> None:
         self.kwargs = kwargs
-        self.carveout = carveout  # the kernel's preferred shared-memory carveout, % (see _carve)
-        self.key = (id(fn), *sorted(kwargs.items()), carveout)
+        self.key = (id(fn), *sorted(kwargs.items()))
         params = getattr(fn, "params", None)
         if params is None:  # the interpreter's wrapper
             self.values = ()
@@ -88,8 +86,6 @@ def launch(fn, grid: tuple[int, ...], ptrs: tuple, scalars: tuple, consts: Const
     got = _COMPILED.get(key) if aligned else None
     if got is None:
         assert len(ptrs) + len(descs) + len(scalars) == consts.n_args, f"{consts.n_args} parameters"
-        if consts.carveout is not None:  # set before its first run (the same compiled kernel runs next)
-            _carve(fn.warmup(*ptrs, *descs, *scalars, grid=grid, **consts.kwargs), consts.carveout)
         kernel = fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
         if aligned:
             if len(_COMPILED) > 4096:
@@ -123,25 +119,6 @@ def launch(fn, grid: tuple[int, ...], ptrs: tuple, scalars: tuple, consts: Const
         )
         _DIRECT[0] = False
         fn[grid](*ptrs, *descs, *scalars, **consts.kwargs)
-
-
-def _carve(kernel, percent: int) -> None:
-    """A compiled kernel's preferred shared-memory carveout (CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_
-    MEMORY_CARVEOUT, percent of the most). Kernels meant to share SMs are given the same one, so that
-    neither waits for an SM to drain and change its split of L1 and shared memory."""
-    kernel._init_handles()
-    try:
-        lib = _libcuda()
-        rc = lib.cuFuncSetAttribute(ctypes.c_void_p(kernel.function), ctypes.c_int(9), ctypes.c_int(percent))
-    except (OSError, AttributeError) as e:  # pragma: no cover (no driver library: nothing to set)
-        rc = str(e)
-    if rc:
-        warnings.warn(f"could not set the shared-memory carveout of {kernel.name}: {rc}", stacklevel=3)
-
-
-@functools.cache
-def _libcuda() -> ctypes.CDLL:
-    return ctypes.CDLL("libcuda.so.1")
 
 
 _DIRECT = [True]  # False once the compiled kernel's launcher turned out not to take our arguments
@@ -228,21 +205,3 @@ def signature(fn, ptrs: tuple, scalars: tuple, descs: tuple = ()) -> dict[str, s
         else:
             sig[name] = "constexpr"
     return sig
-
-
-# Stride arguments of the kernels' signatures
-def _s4(x: torch.Tensor) -> tuple[int, ...]:
-    return x.stride()[:3]
-
-
-def _sbh(x: torch.Tensor | None) -> tuple[int, int]:
-    """A (B, 1 | H, N) vector: batch and head strides (0 for a shared head)."""
-    if x is None:
-        return 0, 0
-    st = x.stride()
-    return st[0], (0 if x.shape[1] == 1 else st[1])
-
-
-def _sb(x: torch.Tensor | None) -> int:
-    """A (B | 1, ...) tensor's batch stride (0 when shared)."""
-    return 0 if x is None or x.shape[0] == 1 else x.stride(0)

@@ -28,9 +28,9 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._common import fused_base
 from ..global_tokens import read_rows, write_rows_
-from . import _flash, _merges, side_rows
+from . import _flash, _merges
 from .dropout import kernel_args, new_seed
-from .launch import _INTERPRET, Consts, _s4, _sb, _sbh, launch
+from .launch import _INTERPRET, Consts, launch
 
 T = TypeVar("T")
 
@@ -102,16 +102,11 @@ class Plan:
             )
         return self._transposed
 
-    def consts(
-        self, kernel, d: int, dtype: torch.dtype, *flags: bool, tma_launch: dict | None = None
-    ) -> Consts:
+    def consts(self, kernel, d: int, dtype: torch.dtype, *flags: bool) -> Consts:
         """The kernel's constexprs and launch options for this plan, head_dim, dtype and flags (the
-        kernel's flag constexprs, in `_FLAGS[kernel]` order). tma_launch: the launch options of a
-        band walk through TMA, if not the kernel's `TMA_LAUNCH`."""
+        kernel's flag constexprs, in `_FLAGS[kernel]` order)."""
         band = self.band and BAND  # (BAND is read here, so tune_band takes effect on the next call)
         key = (kernel, d, dtype, flags, band, _TUNED[0], tuple(LAUNCH.items()) if LAUNCH else ())
-        if tma_launch is not None:
-            key += tuple(tma_launch.items())
         c = self._consts.get(key)
         if c is None:
             qt, kt = self.qtiles, self.ktiles
@@ -121,7 +116,7 @@ class Plan:
                 qt, kt = Tiling(bm, bm, 1, bm), Tiling(bn, bn, 1, bn)
                 opts = BAND_LAUNCH.get(kernel.__name__)
                 if opts is None and flags[-1] and not _INTERPRET:  # TMA (the last flag of each kernel)
-                    opts = tma_launch or TMA_LAUNCH.get(kernel.__name__)
+                    opts = TMA_LAUNCH.get(kernel.__name__)
             kw = dict(
                 D=d,
                 BLOCK_D=max(16, _pow2(d)),
@@ -142,15 +137,14 @@ class Plan:
                 **dict(zip(_FLAGS[kernel], flags, strict=True)),
                 **(opts or _launch_opts(d, qt.block, kt.block)),
             )
-            carve = kw.pop("carveout", None)
-            c = self._consts[key] = Consts(kernel, kw, carve)
+            c = self._consts[key] = Consts(kernel, kw)
         return c
 
 
 _FLAGS = {
     _flash._fwd_kernel: (
         "HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL",
-        "ALONG", "RSKIP", "R_BM", "R_BN", "GROWS", "BLOCK_G", "PDL", "XROWS", "TMA",
+        "ALONG", "RSKIP", "R_BM", "R_BN", "GROWS", "BLOCK_G", "PDL", "TMA",
     ),
     _flash._bwd_dq_kernel: (
         "HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL",
@@ -199,6 +193,23 @@ class Rows:
     @property
     def nseg(self) -> int:
         return self.plan.w_qt.shape[1] // self.plan.qtiles.count(self.idx.shape[1])
+
+
+def _s4(x: torch.Tensor) -> tuple[int, ...]:
+    return x.stride()[:3]
+
+
+def _sbh(x: torch.Tensor | None) -> tuple[int, int]:
+    """A (B, 1 | H, N) vector: batch and head strides (0 for a shared head)."""
+    if x is None:
+        return 0, 0
+    st = x.stride()
+    return st[0], (0 if x.shape[1] == 1 else st[1])
+
+
+def _sb(x: torch.Tensor | None) -> int:
+    """A (B | 1, ...) tensor's batch stride (0 when shared)."""
+    return 0 if x is None or x.shape[0] == 1 else x.stride(0)
 
 
 def _like(x: torch.Tensor, zero: bool = False) -> torch.Tensor:
@@ -352,31 +363,6 @@ class _Along:
 
 
 _APART = _Along(False, False, 16, 16)
-
-
-def _xrows(extra: Extra | None, rows: Rows, plan: Plan) -> bool:
-    """Whether the band's forward can find `rows` among its first block of extra keys (XPRE): the
-    same index vectors, at most 16 of them."""
-    return (
-        extra is not None and extra.kx is None and extra.idx is rows.idx and extra.cnt is rows.cnt
-        and small_block(extra.idx.shape[1], plan.ktiles.block) <= 16
-    )  # fmt: skip
-
-
-def _side_rows(args: tuple, drop: bool, kall: bool) -> torch.cuda.Stream | None:
-    """`side_rows.side_rows(*args, drop, kall)` on the side stream (which first waits for the
-    current one), before the band's launch; returns the stream that must wait for it after that
-    launch (None on CPU, where it runs in turn)."""
-    q = args[0]
-    if not q.is_cuda:
-        side_rows.side_rows(*args, drop, kall)
-        return None
-    cur = torch.cuda.current_stream(q.device)
-    st = side_rows.side_stream(q.device)
-    st.wait_stream(cur)
-    with torch.cuda.stream(st):
-        side_rows.side_rows(*args, drop, kall)
-    return cur
 
 
 # A window's rows that see every key (Longformer's global queries), up to BAND_ROWS_MAX of them, are
@@ -579,11 +565,7 @@ class _ListedAttention(torch.autograd.Function):
         sd = seed if drop else dummy
         xskip = has_x and extra.in_window
         grows = _takes_band_rows(plan, rows, kval, pos, nq, nk, b * h, d)
-        # the rows on a side stream (`side_rows`): the band skips them, found among its extra keys
-        tail = side_rows.SIDE_TAIL[0] and (_pdl(q) or side_rows.TAIL_IN_TURN[0])
-        side = side_rows.takes_side_rows(grows and _xrows(extra, rows, plan), q, tail)
-        grows = grows and not side
-        al = _APART if grows or side else _Along.of(plan, rows, kval, pos)
+        al = _APART if grows else _Along.of(plan, rows, kval, pos)
         ng = rows.idx.shape[1] if grows else 0
         c = plan.consts(
             _flash._fwd_kernel,
@@ -600,16 +582,14 @@ class _ListedAttention(torch.autograd.Function):
             *al.flags(),
             grows,
             small_block(ng, BAND_ROWS_MOST),
-            (grows or (side and tail)) and _pdl(q),
-            side,
+            grows and _pdl(q),
             _tma(plan, _flash._fwd_kernel, d, q, k, v),
-            tma_launch=(side_rows.TAIL_BAND_LAUNCH if tail else side_rows.BAND_LAUNCH) if side else None,
         )
         nmain = _grid(c, plan, nq)
         if grows:  # partials (B * H, W, G, d); maxima and sums (2, B * H, W, G): float32
             gp = torch.empty(b * h * nmain * ng * d, device=q.device, dtype=torch.float32)
             gml = torch.empty(2 * b * h * nmain * ng, device=q.device, dtype=torch.float32)
-        elif rows is not None and not side:
+        elif rows is not None:
             rp = rows.plan
             rw = rp.w_qt.shape[1]
             no = rw * rp.qtiles.block
@@ -626,13 +606,6 @@ class _ListedAttention(torch.autograd.Function):
             rptrs = (gp, gml, dummy, dummy, dummy) if grows else (dummy,) * 5
             rints = (0,) * 9
             ridx, rcnt, nr, s_rib = (rows.idx, rows.cnt, ng, _sb(rows.idx)) if grows else (dummy, dummy, 0, 0)
-            if side:
-                qk = scale * _flash.LOG2E
-                side_args = (q, k, v, kval, qval, rows.idx, rows.cnt, sd, o, lse, qk, rdrop, thr)
-            if side and tail:  # (its buffers made now: nothing may come between the two launches)
-                bufs = side_rows.buffers(q, nk, rows.idx.shape[1], True)
-            elif side:
-                joined = _side_rows(side_args, drop, kall)
         launch(
             _flash._fwd_kernel, grid,
             (q, k, v, o, lse, kval, qv, ps, xk, xv, xidx, xcnt, ridx, rcnt, plan.w_qt, plan.klist, sd,
@@ -643,17 +616,13 @@ class _ListedAttention(torch.autograd.Function):
             c,
             _descs(c, ("BLOCK_M", "BLOCK_N", "BLOCK_N"), (q, k, v), dummy),
         )  # fmt: skip
-        if side and tail:
-            side_rows.side_rows(*side_args, drop, kall, tail=True, bufs=bufs)
-        elif side and joined is not None:
-            joined.wait_stream(side_rows.side_stream(q.device))
         if grows:
             _band_merge(gp, gml, o, lse, rows, qval, dummy, rdrop, nmain, c.kwargs["PDL"])
-        elif rows is not None and not side:
+        elif rows is not None:
             if not al.on:
                 cr = rp.consts(
                     _flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop, False,
-                    False, *_APART.flags(), False, 16, False, False, False,
+                    False, *_APART.flags(), False, 16, False, False,
                 )  # fmt: skip
                 launch(
                     _flash._fwd_kernel, (rw, b * h),
