@@ -328,6 +328,12 @@ def _fwd_body(
         xcnt = tl.load(XCNT + b)
         xk0, xv0, xc0, xok0 = _x_block(KX, VX, XIDX, xcnt, 0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib,
                                       offs_d, dok, BLOCK_X)  # fmt: skip
+    if GROWS:  # the rows' slots now: two dependent loads, whose latency hides behind the band loop
+        gs = tl.arange(0, BLOCK_G)
+        gok = (gs < NR) & (gs < tl.load(QCNT + b))
+        gidx = tl.load(QIDX + b * s_rib + gs, gok, 0)
+    else:
+        gidx, gok = qidx, qok  # unused
     if BAND:  # a sliding window: contiguous key tiles, the whole ones in the middle unmasked
         first, a, bb, end = _band(w * BLOCK_M, BLOCK_M, BLOCK_N, half, False, CAUSAL, NK)
         for part in tl.static_range(3):  # edge tiles, whole tiles (no window test), edge tiles
@@ -392,7 +398,7 @@ def _fwd_body(
     tl.store(LSE + z * NO + orows, lse, ook)
     if GROWS:  # (its queries loaded there: before the band loop, they cost registers the loop needs)
         _band_rows(
-            w, z, b, h, Q, K, V, KVAL, QIDX, QCNT, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
+            w, z, b, h, Q, K, V, KVAL, gidx, gok, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
             sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
             D, BLOCK_D, BLOCK_M, BLOCK_N, BLOCK_G, DROP, PREC, UPCAST, TMA, KALL,
         )  # fmt: skip
@@ -506,21 +512,19 @@ def _x_tile(
 
 @triton.jit
 def _band_rows(
-    w, z, b, h, Q, K, V, KVAL, QIDX, QCNT, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
+    w, z, b, h, Q, K, V, KVAL, gidx, gok, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_G: tl.constexpr, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
     TMA: tl.constexpr, KALL: tl.constexpr,
 ):  # fmt: skip
-    """GROWS: the rows QIDX[b, :QCNT[b]] (NR <= BLOCK_G slots) that see every key, over band program
-    w's own tile of keys, [w * BLOCK_M, (w + 1) * BLOCK_M), read once more (from L2: the band loop
-    has just read it). The partial (unnormalised sums, maximum in log2 units, sum of weights) goes to
-    GP (B * H, W, NR, D) and GML (2, B * H, W, NR) float32, W the programs of a head, for
-    `_merges._band_merge_kernel`."""
+    """GROWS: the rows gidx (QIDX[b, :QCNT[b]], valid where gok; NR <= BLOCK_G slots, loaded by the
+    caller before its band loop) that see every key, over band program w's own tile of keys,
+    [w * BLOCK_M, (w + 1) * BLOCK_M), read once more (from L2: the band loop has just read it). The
+    partial (unnormalised sums, maximum in log2 units, sum of weights) goes to GP (B * H, W, NR, D)
+    and GML (2, B * H, W, NR) float32, W the programs of a head, for `_merges._band_merge_kernel`."""
     nw = tl.num_programs(0)
     gs = tl.arange(0, BLOCK_G)
-    gok = (gs < NR) & (gs < tl.load(QCNT + b))
-    gidx = tl.load(QIDX + b * s_rib + gs, gok, 0)
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
     qg = tl.load(
