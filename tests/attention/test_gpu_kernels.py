@@ -704,59 +704,6 @@ def _check_tma_vs_pointer(name: str) -> dict:
     }
 
 
-# A band's first block of global keys before the band loop (X 1, or on the CUDA cores for one key:
-# X 2) and the global row's partials over G key tiles by every G-th program (`listed.X_FIRST`,
-# `listed.BAND_ROWS_GROUP`, off by default) against the default (X 0, G 1), with dropout: one global
-# token in each batch row (X 2 takes it), padding, a causal window, tiles past the sequence's end.
-FIRST_AND_GROUPS: dict[str, tuple] = {
-    "first_groups_one_padded": (SlidingWindow(300), {"n": 333, "h": 1, "glob": "one", "pad": "some"}),
-    "first_groups_one_causal_nopad": (
-        SlidingWindow(100, causal=True), {"n": 270, "h": 1, "glob": "one", "pad": "absent"}
-    ),
-    "first_groups_two_keys": (SlidingWindow(200), {"n": 300, "h": 1, "glob": True}),
-}  # fmt: skip
-_MODES = ((0, 1), (1, 1), (2, 1), (0, 2), (0, 3), (2, 4))
-
-
-def _check_first_and_groups(name: str) -> dict:
-    from longseq.attention.kernels import listed
-
-    pattern, opts = FIRST_AND_GROUPS[name]
-    opts = dict(opts)
-    one = opts.get("glob") == "one"
-    q, k, v, padding, global_mask = _inputs(pattern, **(opts | {"glob": not one and opts.get("glob")}))
-    if one:  # one global token in each batch row, at different positions
-        global_mask = torch.zeros(q.shape[0], q.shape[2], dtype=torch.bool)
-        global_mask[0, 0] = global_mask[1, q.shape[2] // 2] = True
-    ins = [t.requires_grad_(True) for t in (q, k, v)]
-    go = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
-    launched: list = []
-    original = listed.launch
-
-    def spy(kernel, grid, ptrs, scalars, c, *rest):
-        if kernel is listed._flash._fwd_kernel:
-            launched.append([c.kwargs["XFIRST"], c.kwargs["GR"], c.kwargs["GROWS"]])
-        return original(kernel, grid, ptrs, scalars, c, *rest)
-
-    runs = {}
-    listed.launch, most = spy, listed.BAND_ROWS_MAX
-    listed.BAND_ROWS_MAX = listed.BAND_ROWS_MOST  # (by default the band takes one row)
-    try:
-        for mode in _MODES:
-            listed.X_FIRST[0], listed.BAND_ROWS_GROUP[0] = mode
-            out = _gpu(pattern, q, k, v, padding, global_mask, 0.2, seed=5)
-            runs[mode] = [out, *_grads(out, ins, go)]
-    finally:
-        listed.X_FIRST[0], listed.BAND_ROWS_GROUP[0] = 0, 1
-        listed.launch, listed.BAND_ROWS_MAX = original, most
-    return {
-        "launched": launched,
-        "nan": any(bool(t.isnan().any()) for r in runs.values() for t in r),
-        "diff": {f"{m[0]},{m[1]}": max(_rel(a, b) for a, b in zip(runs[m], runs[(0, 1)], strict=True))
-                 for m in _MODES[1:]},
-    }  # fmt: skip
-
-
 # LSH's hash kernel (`lsh_sorted.sort_keys`: rotation and argmax in one) against torch's einsum and
 # argmax (`hash_buckets`): equal, padding in the extra bucket, ties (zero rows) to the first index;
 # (pattern, batch, heads, seq, dtype)
@@ -924,18 +871,6 @@ def test_band_rows_equal_a_split_plan(results: dict, name: str) -> None:
     assert res["diff"] <= 1e-6, res
 
 
-@pytest.mark.parametrize("name", sorted(FIRST_AND_GROUPS))
-def test_global_key_first_and_row_groups_equal_the_default(results: dict, name: str) -> None:
-    res = results[name]
-    assert "error" not in res, res.get("error")
-    one = FIRST_AND_GROUPS[name][1]["glob"] == "one"
-    # each mode's forward launch as asked: X 2 only for one global key (else X 1), the band's rows
-    want = [[2 if x == 2 and one else min(x, 1), g, True] for x, g in _MODES]
-    assert res["launched"] == want, res["launched"]
-    assert not res["nan"]
-    assert max(res["diff"].values()) <= 1e-6, res["diff"]
-
-
 @pytest.mark.parametrize("name", sorted(BUCKETS))
 def test_bucket_kernel_equals_hash_buckets(results: dict, name: str) -> None:
     res = results[name]
@@ -1089,7 +1024,6 @@ if __name__ == "__main__":
     checks |= {name: _check_buckets for name in BUCKETS}
     checks |= {name: _check_tma_vs_pointer for name in TMA_VS_POINTER}
     checks |= {name: _check_band_rows_vs_split for name in BAND_ROWS_VS_SPLIT}
-    checks |= {name: _check_first_and_groups for name in FIRST_AND_GROUPS}
     for i, case in enumerate(sorted(checks)):
         if i % 2 == part:
             try:

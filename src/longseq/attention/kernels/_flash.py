@@ -290,7 +290,6 @@ def _fwd_body(
     HAS_QVAL: tl.constexpr, HAS_X: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr,
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr, RSKIP: tl.constexpr, TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr,
-    XFIRST: tl.constexpr, GR: tl.constexpr,
 ):  # fmt: skip
     """Work item w of (batch, head) z. DROP: attention dropout (see dropout.py), kept weights scaled
     by rdrop = 1 / (1 - p). ROWS: writes partial O / LSE at rows w * BLOCK_M + [0, BLOCK_M) of O /
@@ -327,19 +326,8 @@ def _fwd_body(
     XPRE: tl.constexpr = BAND and HAS_X and BLOCK_X <= 16
     if XPRE:  # the first block of extra keys loaded now: its loads' latency hides behind the band
         xcnt = tl.load(XCNT + b)
-        if XFIRST == 2:  # one extra key (NX == 1), before the band: the softmax starts from it
-            m_i, l_i, acc = _x_one(
-                q, qpos, hr, KX, VX, XIDX, xcnt, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok,
-                half, qk_scale, thr, xoff, BLOCK_M, WINDOW, CAUSAL, NO_SELF, XSKIP, DROP,
-            )  # fmt: skip
-        else:
-            xk0, xv0, xc0, xok0 = _x_block(KX, VX, XIDX, xcnt, 0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn,
-                                          s_xib, offs_d, dok, BLOCK_X)  # fmt: skip
-            if XFIRST == 1:  # before the band: no rescaling of a zero accumulator
-                m_i, l_i, acc = _x_first(
-                    q, qpos, hr, xk0, xv0, xc0, xok0, half, qk_scale, thr, xoff,
-                    WINDOW, CAUSAL, NO_SELF, XSKIP, DROP, PREC, UPCAST,
-                )  # fmt: skip
+        xk0, xv0, xc0, xok0 = _x_block(KX, VX, XIDX, xcnt, 0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib,
+                                      offs_d, dok, BLOCK_X)  # fmt: skip
     if GROWS:  # the rows' slots now: two dependent loads, whose latency hides behind the band loop
         gs = tl.arange(0, BLOCK_G)
         gok = (gs < NR) & (gs < tl.load(QCNT + b))
@@ -368,11 +356,10 @@ def _fwd_body(
             )  # fmt: skip
     if HAS_X:  # in blocks of BLOCK_X (<= BLOCK_N) keys: few global tokens cost little
         if XPRE:
-            if XFIRST == 0:
-                m_i, l_i, acc = _x_tile(
-                    q, qpos, m_i, l_i, acc, hr, xk0, xv0, xc0, xok0, half, qk_scale, thr, xoff,
-                    WINDOW, CAUSAL, NO_SELF, XSKIP, DROP, PREC, UPCAST,
-                )  # fmt: skip
+            m_i, l_i, acc = _x_tile(
+                q, qpos, m_i, l_i, acc, hr, xk0, xv0, xc0, xok0, half, qk_scale, thr, xoff,
+                WINDOW, CAUSAL, NO_SELF, XSKIP, DROP, PREC, UPCAST,
+            )  # fmt: skip
             x_from = BLOCK_X
         else:
             xcnt = tl.load(XCNT + b)
@@ -413,7 +400,7 @@ def _fwd_body(
         _band_rows(
             w, z, b, h, Q, K, V, KVAL, gidx, gok, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
             sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
-            D, BLOCK_D, BLOCK_M, BLOCK_N, BLOCK_G, DROP, PREC, UPCAST, TMA, KALL, GR,
+            D, BLOCK_D, BLOCK_M, BLOCK_N, BLOCK_G, DROP, PREC, UPCAST, TMA, KALL,
         )  # fmt: skip
 
 
@@ -434,7 +421,6 @@ def _fwd_kernel(
     DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, BAND: tl.constexpr, XSKIP: tl.constexpr,
     KALL: tl.constexpr, ALONG: tl.constexpr, RSKIP: tl.constexpr, R_BM: tl.constexpr, R_BN: tl.constexpr,
     TMA: tl.constexpr, GROWS: tl.constexpr, BLOCK_G: tl.constexpr, PDL: tl.constexpr,
-    XFIRST: tl.constexpr, GR: tl.constexpr,
 ):  # fmt: skip
     """The forward pass (`_fwd_body`): a (work item, batch * head) grid; or, with ALONG, a 1-D grid
     whose first NRP * BH programs are the work items of a split plan of `Rows` (RW_QT, RLIST: rows
@@ -458,7 +444,7 @@ def _fwd_kernel(
                 s_rsb,
                 D, BLOCK_D, R_BM, R_BN, R_BM, R_BM, 1, R_BN, R_BN, 1,
                 False, False, False, False, HAS_QVAL, False, True, 16,
-                DROP, PREC, UPCAST, False, False, False, False, False, False, 16, 0, 1,
+                DROP, PREC, UPCAST, False, False, False, False, False, False, 16,
             )  # fmt: skip
         else:
             p = pid - NRP * BH
@@ -473,7 +459,7 @@ def _fwd_kernel(
                 s_wh, s_lh, s_rsb,
                 D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
                 WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
-                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, False, 16, XFIRST, 1,
+                DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, False, 16,
             )  # fmt: skip
     else:
         _fwd_body(
@@ -487,7 +473,7 @@ def _fwd_kernel(
             s_lh, s_rsb,
             D, BLOCK_D, BLOCK_M, BLOCK_N, QS, QSUB, NQSUB, KS, KSUB, NKSUB,
             WINDOW, CAUSAL, NO_SELF, HAS_POS, HAS_QVAL, HAS_X, ROWS, BLOCK_X,
-            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, GROWS, BLOCK_G, XFIRST, GR,
+            DROP, PREC, UPCAST, BAND, XSKIP, KALL, RSKIP, TMA, GROWS, BLOCK_G,
         )  # fmt: skip
 
 
@@ -525,59 +511,12 @@ def _x_tile(
 
 
 @triton.jit
-def _x_first(
-    q, qpos, hr, k, v, xcols, xok, half, qk_scale, thr, xoff,
-    WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr, XSKIP: tl.constexpr,
-    DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-):  # fmt: skip
-    """`_x_tile` as the first block of the softmax: (m_i, l_i, acc) from nothing, with no rescaling."""
-    s = _dot(q, tl.trans(k), PREC, UPCAST)
-    ok = xok[None, :] & (qpos[:, None] >= 0)
-    if XSKIP:
-        ok = ok & ~_visible(qpos[:, None], xcols[None, :], ok, half, WINDOW, CAUSAL, NO_SELF)
-    s = tl.where(ok, s, float("-inf"))
-    m = tl.max(s, 1) * qk_scale
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    p = tl.math.exp2(s * qk_scale - m_safe[:, None])
-    lsum = tl.sum(p, 1)
-    if DROP:
-        p = tl.where(_keep(hr[:, None], xcols[None, :] + xoff, thr), p, 0.0)
-    return m, lsum, _dot(p.to(v.dtype), v, PREC, UPCAST)
-
-
-@triton.jit
-def _x_one(
-    q, qpos, hr, KX, VX, XIDX, xcnt, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok,
-    half, qk_scale, thr, xoff,
-    BLOCK_M: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, NO_SELF: tl.constexpr,
-    XSKIP: tl.constexpr, DROP: tl.constexpr,
-):  # fmt: skip
-    """The one extra key (NX == 1) as the first of the softmax, on the CUDA cores: its score
-    q . k0 for each row, its weight 1 at that maximum, its value row as the accumulator."""
-    has = xcnt > 0
-    xc = tl.load(XIDX + b * s_xib, has, 0)
-    k0 = tl.load(KX + b * sxkb + h * sxkh + xc * sxkn + offs_d, dok & has, 0.0).to(tl.float32)
-    v0 = tl.load(VX + b * sxvb + h * sxvh + xc * sxvn + offs_d, dok & has, 0.0).to(tl.float32)
-    s0 = tl.sum(q.to(tl.float32) * k0[None, :], 1)  # (BLOCK_M,)
-    ok = has & (qpos >= 0)
-    if XSKIP:
-        ok = ok & ~_visible(qpos, xc, ok, half, WINDOW, CAUSAL, NO_SELF)
-    m = tl.where(ok, s0 * qk_scale, float("-inf"))
-    lsum = tl.where(ok, 1.0, 0.0)
-    kept = ok
-    if DROP:
-        kept = ok & _keep(hr, xc + xoff, thr)
-    acc = tl.where(kept[:, None], v0[None, :], 0.0)
-    return m, lsum, acc
-
-
-@triton.jit
 def _band_rows(
     w, z, b, h, Q, K, V, KVAL, gidx, gok, GP, GML, SEED, KD, VD, qk_scale, thr, NK, NR,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, s_rib,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_G: tl.constexpr, DROP: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    TMA: tl.constexpr, KALL: tl.constexpr, GR: tl.constexpr,
+    TMA: tl.constexpr, KALL: tl.constexpr,
 ):  # fmt: skip
     """GROWS: the rows gidx (QIDX[b, :QCNT[b]], valid where gok; NR <= BLOCK_G slots, loaded by the
     caller before its band loop) that see every key, over band program w's own tile of keys,
@@ -588,69 +527,14 @@ def _band_rows(
     gs = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, BLOCK_D)
     dok = offs_d < D
-    if GR == 1:
-        qg = tl.load(
-            Q + b * sqb + h * sqh + gidx[:, None] * sqn + offs_d[None, :], gok[:, None] & dok[None, :], 0.0
-        )
-        k, v, s, kcols = _row_tile(qg, gok, w, b, h, K, V, KVAL, KD, VD, NK, skb, skh, skn, svb, svh, svn,
-                                   s_kvb, s_kvh, offs_d, dok, BLOCK_M, BLOCK_N, BLOCK_D, PREC, UPCAST, TMA,
-                                   KALL)  # fmt: skip
-        m = tl.max(s, 1) * qk_scale
-        m_safe = tl.where(m == float("-inf"), 0.0, m)
-        p = tl.math.exp2(s * qk_scale - m_safe[:, None])
-        lsum = tl.sum(p, 1)  # the normaliser is the undropped one
-        if DROP:
-            p = tl.where(_keep(_row_hash(SEED, z, gidx)[:, None], kcols[None, :], thr), p, 0.0)
-        acc = _dot(p.to(v.dtype), v, PREC, UPCAST)  # (BLOCK_G, BLOCK_D)
-        nwp = nw
-        wp = w
-    else:  # GR tiles [w, w + GR) by the programs w % GR == 0
-        nwp = tl.cdiv(nw, GR)
-        wp = w // GR
-        m = tl.full([BLOCK_G], float("-inf"), tl.float32)
-        lsum = tl.zeros([BLOCK_G], tl.float32)
-        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-        if w % GR == 0:
-            qg = tl.load(
-                Q + b * sqb + h * sqh + gidx[:, None] * sqn + offs_d[None, :],
-                gok[:, None] & dok[None, :],
-                0.0,
-            )
-            if DROP:
-                hg = _row_hash(SEED, z, gidx)
-            else:
-                hg = gidx
-            for t in range(w, tl.minimum(w + GR, tl.cdiv(NK, BLOCK_M))):
-                k, v, s, kcols = _row_tile(qg, gok, t, b, h, K, V, KVAL, KD, VD, NK, skb, skh, skn, svb, svh,
-                                           svn, s_kvb, s_kvh, offs_d, dok, BLOCK_M, BLOCK_N, BLOCK_D, PREC,
-                                           UPCAST, TMA, KALL)  # fmt: skip
-                if DROP:
-                    keep = _keep(hg[:, None], kcols[None, :], thr)
-                else:
-                    keep = gok  # unused
-                m, lsum, acc = _online(s, s > 0, m, lsum, acc, v, keep, qk_scale, False, DROP, PREC, UPCAST)
-    slot = (z * nwp + wp) * NR + gs
-    wrote = gs < NR
-    if GR > 1:
-        wrote = wrote & (w % GR == 0)
-    tl.store(GP + slot[:, None] * D + offs_d[None, :], acc, wrote[:, None] & dok[None, :])
-    tl.store(GML + slot, m, wrote)
-    tl.store(GML + tl.num_programs(1) * nwp * NR + slot, lsum, wrote)
-
-
-@triton.jit
-def _row_tile(
-    qg, gok, t, b, h, K, V, KVAL, KD, VD, NK, skb, skh, skn, svb, svh, svn, s_kvb, s_kvh, offs_d, dok,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr, TMA: tl.constexpr, KALL: tl.constexpr,
-):  # fmt: skip
-    """The rows qg (valid where gok) over key tile t of BLOCK_M keys: (k, v, scores (-inf where
-    unseen), the tile's key columns)."""
-    kcols = t * BLOCK_M + tl.arange(0, BLOCK_M)
+    qg = tl.load(
+        Q + b * sqb + h * sqh + gidx[:, None] * sqn + offs_d[None, :], gok[:, None] & dok[None, :], 0.0
+    )
+    kcols = w * BLOCK_M + tl.arange(0, BLOCK_M)
     kok = kcols < NK
     if TMA and BLOCK_M == BLOCK_N:
-        k = _tma_rows(KD, b, h, t * BLOCK_M, BLOCK_M, BLOCK_D)
-        v = _tma_rows(VD, b, h, t * BLOCK_M, BLOCK_M, BLOCK_D)
+        k = _tma_rows(KD, b, h, w * BLOCK_M, BLOCK_M, BLOCK_D)
+        v = _tma_rows(VD, b, h, w * BLOCK_M, BLOCK_M, BLOCK_D)
     else:
         kmask = kok[:, None] & dok[None, :]
         k = tl.load(K + b * skb + h * skh + kcols[:, None] * skn + offs_d[None, :], kmask, 0.0)
@@ -661,7 +545,17 @@ def _row_tile(
         kval = tl.load(KVAL + b * s_kvb + h * s_kvh + kcols, kok, 0) != 0
     s = _dot(qg, tl.trans(k), PREC, UPCAST)  # (BLOCK_G, BLOCK_M)
     s = tl.where(gok[:, None] & kval[None, :], s, float("-inf"))
-    return k, v, s, kcols
+    m = tl.max(s, 1) * qk_scale
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    p = tl.math.exp2(s * qk_scale - m_safe[:, None])
+    lsum = tl.sum(p, 1)  # the normaliser is the undropped one
+    if DROP:
+        p = tl.where(_keep(_row_hash(SEED, z, gidx)[:, None], kcols[None, :], thr), p, 0.0)
+    acc = _dot(p.to(v.dtype), v, PREC, UPCAST)  # (BLOCK_G, BLOCK_D)
+    slot = (z * nw + w) * NR + gs
+    tl.store(GP + slot[:, None] * D + offs_d[None, :], acc, (gs < NR)[:, None] & dok[None, :])
+    tl.store(GML + slot, m, gs < NR)
+    tl.store(GML + tl.num_programs(1) * nw * NR + slot, lsum, gs < NR)
 
 
 @triton.jit

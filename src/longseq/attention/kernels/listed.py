@@ -144,7 +144,7 @@ class Plan:
 _FLAGS = {
     _flash._fwd_kernel: (
         "HAS_POS", "HAS_QVAL", "HAS_X", "ROWS", "BLOCK_X", "DROP", "XSKIP", "KALL",
-        "ALONG", "RSKIP", "R_BM", "R_BN", "GROWS", "BLOCK_G", "PDL", "XFIRST", "GR", "TMA",
+        "ALONG", "RSKIP", "R_BM", "R_BN", "GROWS", "BLOCK_G", "PDL", "TMA",
     ),
     _flash._bwd_dq_kernel: (
         "HAS_POS", "HAS_X", "ROWS", "HAS_DLSE", "BLOCK_X", "DROP", "XSKIP", "KALL",
@@ -380,18 +380,6 @@ BAND_ROWS = [True]  # (False: a split plan's programs, as for the other patterns
 BAND_ROWS_MAX = 1
 BAND_ROWS_MOST = 16  # (one tile of rows)
 BAND_ROWS_BYTES = 64 << 20  # the partials' buffer at most (more: a split plan)
-BAND_ROWS_GROUP = [1]  # (experiment) key tiles a row program takes: programs w % GROUP == 0 take GROUP
-# (experiment) a band's first block of extra keys: 0 after the band loop, 1 before it (no rescale),
-# 2 before it on the CUDA cores when there is one extra key
-X_FIRST = [0]
-
-
-def _x_first(plan: Plan, nx: int, bx: int) -> int:
-    """The XFIRST constexpr of a forward launch (`X_FIRST`)."""
-    if not (plan.band and BAND and nx and bx <= 16):
-        return 0
-    mode = X_FIRST[0]
-    return 1 if mode == 2 and nx != 1 else mode
 
 
 def _takes_band_rows(
@@ -595,15 +583,12 @@ class _ListedAttention(torch.autograd.Function):
             grows,
             small_block(ng, BAND_ROWS_MOST),
             grows and _pdl(q),
-            _x_first(plan, nx, bx),
-            BAND_ROWS_GROUP[0] if grows else 1,
             _tma(plan, _flash._fwd_kernel, d, q, k, v),
         )
         nmain = _grid(c, plan, nq)
         if grows:  # partials (B * H, W, G, d); maxima and sums (2, B * H, W, G): float32
-            npart = -(-nmain // c.kwargs["GR"])
-            gp = torch.empty(b * h * npart * ng * d, device=q.device, dtype=torch.float32)
-            gml = torch.empty(2 * b * h * npart * ng, device=q.device, dtype=torch.float32)
+            gp = torch.empty(b * h * nmain * ng * d, device=q.device, dtype=torch.float32)
+            gml = torch.empty(2 * b * h * nmain * ng, device=q.device, dtype=torch.float32)
         elif rows is not None:
             rp = rows.plan
             rw = rp.w_qt.shape[1]
@@ -632,12 +617,12 @@ class _ListedAttention(torch.autograd.Function):
             _descs(c, ("BLOCK_M", "BLOCK_N", "BLOCK_N"), (q, k, v), dummy),
         )  # fmt: skip
         if grows:
-            _band_merge(gp, gml, o, lse, rows, qval, dummy, rdrop, npart, c.kwargs["PDL"])
+            _band_merge(gp, gml, o, lse, rows, qval, dummy, rdrop, nmain, c.kwargs["PDL"])
         elif rows is not None:
             if not al.on:
                 cr = rp.consts(
                     _flash._fwd_kernel, d, q.dtype, False, qval is not None, False, True, 16, drop, False,
-                    False, *_APART.flags(), False, 16, False, 0, 1, False,
+                    False, *_APART.flags(), False, 16, False, False,
                 )  # fmt: skip
                 launch(
                     _flash._fwd_kernel, (rw, b * h),
