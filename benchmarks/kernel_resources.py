@@ -16,20 +16,14 @@ head_dim 64, 4K tokens.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
-import tempfile
 
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 import longseq.attention as A
 from longseq.attention import LSH, BlockSparse, SlidingWindow, attend
 from longseq.attention.kernels import listed, lsh_sorted
-from longseq.attention.kernels.launch import signature
+from longseq.attention.kernels.launch import compile_sm90
 
 N, H, D = 4096, 12, 64
 CASES = {
@@ -67,38 +61,9 @@ def launches(pattern, glob: int) -> list[tuple]:
 
 
 def resources(fn, ptrs, scalars, kwargs: dict, descs: tuple = ()) -> dict:
-    opts = {
-        key: kwargs.pop(key) for key in ("num_warps", "num_stages", "maxnreg", "launch_pdl") if key in kwargs
-    }
-    sig = signature(fn, ptrs, scalars, descs)
-    attrs = {}  # as Triton's launch specialises: 16-byte aligned pointers, ints % 16 == 0, ints == 1
-    for i, x in enumerate((*ptrs, *descs, *scalars)):
-        name = fn.arg_names[i]
-        if isinstance(x, torch.Tensor) and x.data_ptr() % 16 == 0:
-            attrs[(i,)] = [["tt.divisibility", 16]]
-        elif isinstance(x, int) and x == 1:
-            sig[name], kwargs[name] = "constexpr", 1
-        elif isinstance(x, int) and x % 16 == 0:
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    src = ASTSource(fn=fn, signature=sig, constexprs=kwargs, attrs=attrs)
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-    found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage, re.S)
-    ptx = kernel.asm["ptx"]
-    return {
-        "regs": int(found.group(1)) if found else None,
-        "stack": int(found.group(2)) if found else None,
-        "smem": kernel.metadata.shared,
-        "wgmma": "wgmma" in ptx,
-        "mma.sync": "mma.sync" in ptx,
-        "loops": inner_loops(sass),
-        **opts,
-    }
+    r = compile_sm90(fn, ptrs, scalars, kwargs, descs)
+    ptx = r.pop("ptx")
+    return {**r, "wgmma": "wgmma" in ptx, "mma.sync": "mma.sync" in ptx, "loops": inner_loops(r.pop("sass"))}
 
 
 def inner_loops(sass: str) -> list[tuple[int, int, int, int]]:

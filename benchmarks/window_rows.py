@@ -15,8 +15,6 @@ are do_bench, ms, one launch, and the same call captured in a CUDA graph and rep
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import torch
 import triton
@@ -25,7 +23,7 @@ from triton.testing import do_bench, do_bench_cudagraph
 
 from longseq.attention import SlidingWindow, attend
 from longseq.attention.kernels._flash import _band, _part
-from window_tma import rel, table  # (benchmarks/ is the script's directory)
+from window_tma import dump, rel, table  # (benchmarks/ is the script's directory)
 
 DEV, H, D, HALF, BM = "cuda", 12, 64, 256, 64
 LOG2E = 1.4426950408889634
@@ -60,6 +58,14 @@ def _row_part(qg, k, v, GP, GML, z, w, nw, qk_scale, D: tl.constexpr):
 
 
 @triton.jit
+def _ids(H, BM: tl.constexpr, D: tl.constexpr):
+    """A lean program's tile w of (batch, head) z: (w, z, tiles a head, b, h, its rows, head_dim)."""
+    w = tl.program_id(0)
+    z = tl.program_id(1)
+    return w, z, tl.num_programs(0), z // H, z % H, w * BM + tl.arange(0, BM), tl.arange(0, D)
+
+
+@triton.jit
 def _fwd(Q, K, V, O, LSE, GP, GML, QD, KD, VD, qk_scale, half, N, H, sb, sh, sn,
          BM: tl.constexpr, D: tl.constexpr, KEYS: tl.constexpr, ROW: tl.constexpr):  # fmt: skip
     # KEYS: the global key (token 0) for the rows whose window leaves it out (1: a 16-key block, 2: a
@@ -70,13 +76,7 @@ def _fwd(Q, K, V, O, LSE, GP, GML, QD, KD, VD, qk_scale, half, N, H, sb, sh, sn,
     # and the epilogue, so that their latency overlaps them. KEYS 3: as 1, its loads issued before
     # the band loop. 6: as 1 through pointer loads (the two issued together; TMA loads wait one by
     # one). 7: the row first, over the own tile loaded by pointer loads issued before q's.
-    w = tl.program_id(0)
-    z = tl.program_id(1)
-    nw = tl.num_programs(0)
-    b = z // H
-    h = z % H
-    rows = w * BM + tl.arange(0, BM)
-    offs_d = tl.arange(0, D)
+    w, z, nw, b, h, rows, offs_d = _ids(H, BM, D)
     if ROW == 7:  # the row first, its tile through pointer loads issued before q's TMA load
         own = w * BM + tl.arange(0, BM)
         kr = tl.load(K + b * sb + h * sh + own[:, None] * sn + offs_d[None, :])
@@ -255,11 +255,41 @@ VARIANTS = {"band": (0, 0), "band + global key": (1, 0), "band + global key, ran
             "key's loads first + row first": (3, 7)}  # fmt: skip
 
 
-def one(n: int, rows: list) -> None:
+def inputs(n: int) -> tuple:
+    """q, k, v (1, H, n, D) bf16 and the global mask of token 0."""
     g = torch.Generator(device=DEV).manual_seed(n)
     q, k, v = (torch.randn(1, H, n, D, device=DEV, dtype=torch.bfloat16, generator=g) for _ in range(3))
     gm = torch.zeros(1, n, dtype=torch.bool, device=DEV)
     gm[:, 0] = True
+    return q, k, v, gm
+
+
+def buffers(q, k, v) -> tuple:
+    """The lean kernels' programs a head, outputs (o, lse), the row's partials (gp, gml), the TMA
+    descriptors of q, k, v and the scale (log2 units)."""
+    n = q.shape[2]
+    nw = n // BM
+    o = torch.empty_like(q)
+    lse = torch.empty(H, n, device=DEV, dtype=torch.float32)
+    gp = torch.empty(H, nw, D, device=DEV, dtype=torch.float32)
+    gml = torch.empty(2, H, nw, device=DEV, dtype=torch.float32)
+    return nw, o, lse, gp, gml, desc(q), desc(k), desc(v), D**-0.5 * LOG2E
+
+
+def lean_error(o, gp, gml, ref, ref_row=None) -> float:
+    """A lean kernel's relative error against the library's: its output past row 0 against ref, and
+    with ref_row, the global row 0 from its partials (gp, gml), merged here in torch."""
+    err = rel(o[:, :, 1:], ref[:, :, 1:])
+    if ref_row is not None:
+        mg, lg = gml[0], gml[1]
+        wgt = torch.exp2(mg - mg.max(1, keepdim=True).values)
+        row0 = (gp * wgt[..., None]).sum(1) / (lg * wgt).sum(1, keepdim=True)
+        err = max(err, rel(row0, ref_row[0, :, 0]))
+    return err
+
+
+def one(n: int, rows: list) -> None:
+    q, k, v, gm = inputs(n)
     w = SlidingWindow(2 * HALF)
     ref_band = attend(q, k, v, w, backend="gpu")
     ref_glob = attend(q, k, v, w, global_mask=gm, backend="gpu")
@@ -267,13 +297,7 @@ def one(n: int, rows: list) -> None:
                      ("library: with the global token",
                       lambda: attend(q, k, v, w, global_mask=gm, backend="gpu"))):  # fmt: skip
         rows.append((n, name, do_bench(fn), do_bench_cudagraph(fn)))
-    nw = n // BM
-    o = torch.empty_like(q)
-    lse = torch.empty(H, n, device=DEV, dtype=torch.float32)
-    gp = torch.empty(H, nw, D, device=DEV, dtype=torch.float32)
-    gml = torch.empty(2, H, nw, device=DEV, dtype=torch.float32)
-    qd, kd, vd = desc(q), desc(k), desc(v)
-    scale = D**-0.5 * LOG2E
+    nw, o, lse, gp, gml, qd, kd, vd, scale = buffers(q, k, v)
     for name, (keys, row) in VARIANTS.items():
 
         def fwd(keys=keys, row=row):
@@ -281,14 +305,7 @@ def one(n: int, rows: list) -> None:
                           BM=BM, D=D, KEYS=keys, ROW=row, num_warps=4, num_stages=2)  # fmt: skip
 
         fwd()
-        ref = ref_glob if keys else ref_band
-        err = rel(o[:, :, 1:], ref[:, :, 1:])
-        if row:  # the row from the partials, merged here in torch
-            mg, lg = gml[0], gml[1]
-            mx = mg.max(1, keepdim=True).values
-            wgt = torch.exp2(mg - mx)
-            row0 = (gp * wgt[..., None]).sum(1) / (lg * wgt).sum(1, keepdim=True)
-            err = max(err, rel(row0, ref_glob[0, :, 0]))
+        err = lean_error(o, gp, gml, ref_glob if keys else ref_band, ref_glob if row else None)
         print(n, name, f"error {err:.2e}", flush=True)
         if err > 1e-2:
             continue
@@ -315,10 +332,7 @@ def main() -> None:
     rows: list = []
     for n in args.sizes:
         one(n, rows)
-    out = os.environ.get("OUT")
-    if out:
-        with open(os.path.join(out, "window_rows.json"), "w") as f:
-            json.dump(rows, f)
+    dump(rows, "window_rows.json")
     table(["n", "variant", "ms", "GPU-only ms"], rows)
 
 

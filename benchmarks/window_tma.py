@@ -346,6 +346,14 @@ def table(header: list[str], rows: list) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def dump(rows: list, name: str) -> None:
+    """rows as JSON to $OUT/name, where $OUT is set (the device's folder that comes back)."""
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, name), "w") as f:
+            json.dump(rows, f)
+
+
 def rel(a, b) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
 
@@ -427,10 +435,7 @@ def main() -> None:
                     print(rows[-1], flush=True)
             except Exception as e:  # a variant that does not compile is reported, not fatal
                 print(n, name, "ERROR", type(e).__name__, str(e)[:300], flush=True)
-    out = os.environ.get("OUT")
-    if out:
-        with open(os.path.join(out, "window_tma.json"), "w") as f:
-            json.dump(rows, f)
+    dump(rows, "window_tma.json")
     table(["n", "variant", "fwd ms", "lib fwd+bwd ms", "dQ ms", "dK/dV ms", "fwd+dQ+dK/dV ms"], rows)
 
 

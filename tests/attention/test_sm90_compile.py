@@ -127,6 +127,7 @@ def test_kernels_compile_for_sm90(caught: dict, name: str) -> None:
     assert launches, "the call launched no kernel"
     names = set()
     for fn, ptrs, scalars, kwargs, descs in launches:
+        kwargs = dict(kwargs)  # (the fixture's, shared with the other tests)
         opts = {
             key: kwargs.pop(key)
             for key in ("num_warps", "num_stages", "maxnreg", "launch_pdl")
@@ -138,3 +139,25 @@ def test_kernels_compile_for_sm90(caught: dict, name: str) -> None:
     assert {"_fwd_kernel", "_bwd_dq_kernel", "_bwd_dkdv_kernel"} <= names, names  # forward and backward
     if isinstance(CALLS[name][0], LSH):
         assert {"_hash_kernel", "_gather_kernel", "_unsort_kernel", "_unsort_bwd_kernel"} <= names, names
+
+
+@pytest.mark.parametrize(
+    ("name", "five"), [("window_one_global_bf16", True), ("window_many_global_fp16_d32", False)]
+)
+def test_window_forward_resources_sm90(caught: dict, name: str, five: bool) -> None:
+    """The window forward compiled in full (ptxas): at head_dim 64 with every key valid the launch caps
+    it at 96 registers (`listed.TMA_LAUNCH_KALL_D64`) and it must fit there with no spill and with
+    shared memory for five programs an SM (228 KB, 1 KB of it reserved a program); with padding
+    (the d = 32 call) there is no cap and no spill either."""
+    from longseq.attention.kernels.launch import compile_sm90
+
+    (fwd,) = [x for x in caught[name] if x[0].__name__ == "_fwd_kernel"]
+    fn, ptrs, scalars, kwargs, descs = fwd
+    assert kwargs["TMA"] and kwargs["KALL"] == five
+    r = compile_sm90(fn, ptrs, scalars, kwargs, descs)
+    assert r["stack"] == 0, r["stack"]
+    if five:
+        assert r.get("maxnreg") == 96 and r["regs"] <= 96, r["regs"]
+        assert 5 * (r["smem"] + 1024) <= 228 * 1024, r["smem"]
+    else:
+        assert "maxnreg" not in r

@@ -323,11 +323,14 @@ def _fwd_body(
     kp, vp = K + b * skb + h * skh, V + b * svb + h * svh
     kvp, pp = KVAL + b * s_kvb + h * s_kvh, POS + b * s_pb + h * s_ph
     EVEN_D = BLOCK_D == D
-    XPRE: tl.constexpr = BAND and HAS_X and BLOCK_X <= 16
+    # (not with TMA, every key valid and head_dim <= 64: the launch caps that kernel at 96 registers for
+    # five programs an SM, `listed.TMA_LAUNCH_KALL_D64`, and the early block's shared memory and
+    # registers would leave room for four)
+    XPRE: tl.constexpr = BAND and HAS_X and BLOCK_X <= 16 and not (TMA and KALL and BLOCK_D <= 64)
     if XPRE:  # the first block of extra keys loaded now: its loads' latency hides behind the band
         xcnt = tl.load(XCNT + b)
         xk0, xv0, xc0, xok0 = _x_block(KX, VX, XIDX, xcnt, 0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib,
-                                      offs_d, dok, BLOCK_X)  # fmt: skip
+                                      offs_d, dok, NX, BLOCK_X)  # fmt: skip
     if GROWS:  # the rows' slots now: two dependent loads, whose latency hides behind the band loop
         gs = tl.arange(0, BLOCK_G)
         gok = (gs < NR) & (gs < tl.load(QCNT + b))
@@ -366,8 +369,9 @@ def _fwd_body(
             x_from = 0
         for x0 in range(x_from, NX, BLOCK_X):
             k, v, xcols, xok = _x_block(
-                KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok, BLOCK_X
-            )
+                KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok, NX,
+                BLOCK_X,
+            )  # fmt: skip
             m_i, l_i, acc = _x_tile(
                 q, qpos, m_i, l_i, acc, hr, k, v, xcols, xok, half, qk_scale, thr, xoff,
                 WINDOW, CAUSAL, NO_SELF, XSKIP, DROP, PREC, UPCAST,
@@ -382,7 +386,7 @@ def _fwd_body(
     if DROP:
         out = acc * (rdrop / l_safe)[:, None]
     else:
-        out = acc / l_safe[:, None]
+        out = acc * (1.0 / l_safe)[:, None]  # one division a row, not one an element
     out = tl.where(seen[:, None], out, 0.0)
     lse = tl.where(seen, (m_i + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
     if ROWS:
@@ -479,13 +483,15 @@ def _fwd_kernel(
 
 @triton.jit
 def _x_block(
-    KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok,
+    KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok, NX,
     BLOCK_X: tl.constexpr,
 ):  # fmt: skip
-    """Extra keys x0 + [0, BLOCK_X) of batch b, head h: (k, v, their key positions, ok)."""
+    """Extra keys x0 + [0, BLOCK_X) of batch b, head h: (k, v, their key positions, ok). The
+    positions are read up to the index's width NX, not its count xcnt, so that their load need not
+    wait for the count's."""
     xs = x0 + tl.arange(0, BLOCK_X)
+    xcols = tl.load(XIDX + b * s_xib + xs, xs < NX, 0)
     xok = xs < xcnt
-    xcols = tl.load(XIDX + b * s_xib + xs, xok, 0)
     kmask = xok[:, None] & dok[None, :]
     k = tl.load(KX + b * sxkb + h * sxkh + xcols[:, None] * sxkn + offs_d[None, :], kmask, 0.0)
     v = tl.load(VX + b * sxvb + h * sxvh + xcols[:, None] * sxvn + offs_d[None, :], kmask, 0.0)
@@ -640,8 +646,9 @@ def _bwd_dq_body(
         xcnt = tl.load(XCNT + b)
         for x0 in range(0, NX, BLOCK_X):
             k, v, xcols, xok = _x_block(
-                KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok, BLOCK_X
-            )
+                KX, VX, XIDX, xcnt, x0, b, h, sxkb, sxkh, sxkn, sxvb, sxvh, sxvn, s_xib, offs_d, dok, NX,
+                BLOCK_X,
+            )  # fmt: skip
             s = _dot(q, tl.trans(k), PREC, UPCAST) * qk_scale
             ok = xok[None, :] & qok[:, None]
             if XSKIP:

@@ -205,3 +205,49 @@ def signature(fn, ptrs: tuple, scalars: tuple, descs: tuple = ()) -> dict[str, s
         else:
             sig[name] = "constexpr"
     return sig
+
+
+def compile_sm90(fn, ptrs: tuple, scalars: tuple, kwargs: dict, descs: tuple = ()) -> dict:
+    """Compile a caught `launch(fn, grid, ptrs, scalars, consts, descs)` (kwargs: its constexprs and
+    launch options) in full for the H100 (sm_90) on a machine with no GPU, specialising the arguments
+    as Triton's launch does (16-byte-aligned pointers and integers divisible by 16 marked, integers
+    equal to 1 made constants), and read the cubin with Triton's bundled cuobjdump. Returns regs,
+    stack (spilled bytes and call frames), smem (dynamic shared memory, bytes), the launch options,
+    and the ptx and sass texts."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kwargs = dict(kwargs)
+    opts = {key: kwargs.pop(key) for key in (*_OPTIONS, "launch_pdl") if key in kwargs}
+    sig = signature(fn, ptrs, scalars, descs)
+    attrs = {}
+    for i, x in enumerate((*ptrs, *descs, *scalars)):
+        name = fn.arg_names[i]
+        if isinstance(x, torch.Tensor) and x.data_ptr() % 16 == 0:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(x, int) and x == 1:
+            sig[name], kwargs[name] = "constexpr", 1
+        elif isinstance(x, int) and x % 16 == 0:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn=fn, signature=sig, constexprs=kwargs, attrs=attrs)
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+    found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage, re.S)
+    return {
+        "regs": int(found.group(1)) if found else None,
+        "stack": int(found.group(2)) if found else None,
+        "smem": kernel.metadata.shared,
+        "ptx": kernel.asm["ptx"],
+        "sass": sass,
+        **opts,
+    }

@@ -117,6 +117,8 @@ class Plan:
                 opts = BAND_LAUNCH.get(kernel.__name__)
                 if opts is None and flags[-1] and not _INTERPRET:  # TMA (the last flag of each kernel)
                     opts = TMA_LAUNCH.get(kernel.__name__)
+                    if d <= 64 and dict(zip(_FLAGS[kernel], flags, strict=True)).get("KALL"):
+                        opts = TMA_LAUNCH_KALL_D64.get(kernel.__name__, opts)
             kw = dict(
                 D=d,
                 BLOCK_D=max(16, _pow2(d)),
@@ -287,6 +289,14 @@ TMA_LAUNCH: dict[str, dict] = {
     "_bwd_dq_kernel": {"num_warps": 4, "num_stages": 2, "maxnreg": 168},
     "_bwd_dkdv_kernel": {"num_warps": 4, "num_stages": 2, "maxnreg": 168},
 }
+# At head_dim <= 64 with every key valid (KALL: no padding), the TMA forward fits in 96 registers
+# once its first block of extra keys is loaded after the band loop (`_flash._fwd_body`'s XPRE is off
+# there): five programs an SM by registers and by shared memory (42 KB a program), not four. Measured
+# on an H200 (eighteenth session, benchmarks/attend_ab.py), SlidingWindow(512) + 1 global token,
+# GPU-only, with `_flash._x_block`'s parallel index loads, against 109 registers: 16K 0.1067 -> 0.1041
+# ms, 64K 0.4078 -> 0.3935, causal 16K 0.0810 -> 0.0776, dropout 0.1 16K 0.1948 -> 0.1836. With
+# padding it spills (32 bytes) and gained nothing (0.1258 -> 0.1266 ms): no cap there.
+TMA_LAUNCH_KALL_D64: dict[str, dict] = {"_fwd_kernel": {"num_warps": 4, "num_stages": 2, "maxnreg": 96}}
 
 
 def _tma(plan: Plan, kernel, d: int, *xs: torch.Tensor) -> bool:
