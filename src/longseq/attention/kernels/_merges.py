@@ -22,15 +22,20 @@ def _band_merge_kernel(
     program per (batch, head, row) walking the partials 64 at a time. PDL: launched as a programmatic
     dependent of the band's forward launch (which lets it start early), so it waits for that launch's
     writes (every program: none ends before the band's launch)."""
-    if PDL:
-        tl.extra.cuda.gdc_wait()
     z = tl.program_id(0)
     g = tl.program_id(1)
     c = tl.program_id(2)
     b = z // H
     h = z % H
-    if g < tl.load(QCNT + b):
-        row = tl.load(QIDX + b * s_rib + g)
+    # the slot's count and row before the wait: written before the band's launch, so their loads
+    # overlap it (g < NR: the grid's slots, within QIDX's width)
+    cnt = tl.load(QCNT + b)
+    row = tl.load(QIDX + b * s_rib + g)
+    if HAS_QVAL:
+        qv = tl.load(QVAL + b * s_qvb + h * s_qvh + row, g < cnt, 0)
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+    if g < cnt:
         offs_d = c * BLOCK_DC + tl.arange(0, BLOCK_DC)
         dok = offs_d < D
         bh = tl.num_programs(0)
@@ -52,7 +57,7 @@ def _band_merge_kernel(
             acc = acc * alpha + tl.sum(part * wgt[:, None], 0)
             mx = m_new
         if HAS_QVAL:
-            tot = tl.where(tl.load(QVAL + b * s_qvb + h * s_qvh + row) != 0, tot, 0.0)
+            tot = tl.where(qv != 0, tot, 0.0)
         seen = tot > 0
         t_safe = tl.where(seen, tot, 1.0)
         out = tl.where(seen, acc * (rdrop / t_safe), 0.0)
