@@ -161,9 +161,23 @@ VARIANTS = {  # name: (LOOP, XPRE, RCP, ROW[, maxnreg])
     "three loops, capped, no row": (0, 0, 1, 0, 96),
     "three loops, capped, O through TMA, no row": (0, 0, 2, 0, 96),
 }
+# the variants of the session's earlier calls (RESULTS.md, eighteenth session): --all runs them too
+EARLIER = {
+    "three loops, reciprocal epilogue": (0, 1, 1, 1),
+    "three loops, loads after the loop": (0, 0, 0, 1),
+    "three loops, reciprocal, row first / last by SM slot": (0, 1, 1, 3),
+    "three loops, reciprocal, row first everywhere": (0, 1, 1, 4),
+    "three loops, reciprocal, row first / last by neighbour": (0, 1, 1, 5),
+    "one loop": (1, 1, 0, 1),
+    "one loop, reciprocal, loads after the loop": (1, 0, 1, 1),
+    "one loop, row as its last iteration": (1, 1, 0, 2),
+    "one loop, reciprocal, row first / last by SM slot, capped at 96": (1, 0, 1, 3, 96),
+    "three loops, no row (floor)": (0, 1, 0, 0),
+    "one loop, reciprocal, no row, loads after": (1, 0, 1, 0),
+}
 
 
-def one(n: int, rounds: int, rows: list) -> None:
+def one(n: int, rounds: int, rows: list, variants_def: dict) -> None:
     q, k, v, gm = inputs(n)
     win = SlidingWindow(2 * HALF)
     ref = attend(q, k, v, win, global_mask=gm, backend="gpu")
@@ -177,7 +191,7 @@ def one(n: int, rounds: int, rows: list) -> None:
                            BM=BM, D=D, KEYS=3, ROW=1, num_warps=4, num_stages=2)  # fmt: skip
 
     variants = {"window_rows.py lean (KEYS 3, ROW 1)": (rows_lean, 1)}
-    for name, (loop, xpre, rcp, row, *cap) in VARIANTS.items():
+    for name, (loop, xpre, rcp, row, *cap) in variants_def.items():
         opts = {"maxnreg": cap[0]} if cap else {}
 
         def fwd(loop=loop, xpre=xpre, rcp=rcp, row=row, opts=opts):
@@ -203,7 +217,7 @@ def one(n: int, rounds: int, rows: list) -> None:
         print(rows[-1], flush=True)
 
 
-def compile_only() -> None:
+def compile_only(variants_def: dict) -> None:
     """Each variant compiled for sm_90 on this machine (`kernel_resources.resources`): registers,
     spills, shared memory and the innermost loops' sizes."""
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -215,7 +229,7 @@ def compile_only() -> None:
     lse, gp, gml = (torch.empty(H * n, dtype=torch.float32) for _ in range(3))
     descs = tuple(TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, BM, D]) for t in (q, k, v, o))
     scalars = (D**-0.5 * LOG2E, HALF, n, H, *q.stride()[:3])
-    for name, (loop, xpre, rcp, row, *cap) in VARIANTS.items():
+    for name, (loop, xpre, rcp, row, *cap) in variants_def.items():
         kw = dict(BM=BM, D=D, LOOP=loop, XPRE=xpre, RCP=rcp, ROW=row, NSM=132, num_warps=4, num_stages=2)
         if cap:
             kw["maxnreg"] = cap[0]
@@ -228,14 +242,16 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[16384, 65536])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compile-only", action="store_true", help="sm_90 registers and loops, no GPU")
+    ap.add_argument("--all", action="store_true", help="also the earlier calls' variants")
     args = ap.parse_args()
+    variants_def = {**VARIANTS, **EARLIER} if args.all else VARIANTS
     if args.compile_only:
-        compile_only()
+        compile_only(variants_def)
         return
     triton.set_allocator(lambda size, align, stream: torch.empty(size, device=DEV, dtype=torch.int8))
     rows: list = []
     for n in args.sizes:
-        one(n, args.rounds, rows)
+        one(n, args.rounds, rows, variants_def)
     dump(rows, "window_loop.json")
     table(["n", "variant", "GPU-only ms (median)", "min"], rows)
 

@@ -121,18 +121,13 @@ def test_the_compile_check_catches_what_the_interpreter_accepts() -> None:
 def test_kernels_compile_for_sm90(caught: dict, name: str) -> None:
     from triton.compiler import ASTSource
 
-    from longseq.attention.kernels.launch import signature
+    from longseq.attention.kernels.launch import signature, split_options
 
     launches = caught[name]
     assert launches, "the call launched no kernel"
     names = set()
     for fn, ptrs, scalars, kwargs, descs in launches:
-        kwargs = dict(kwargs)  # (the fixture's, shared with the other tests)
-        opts = {
-            key: kwargs.pop(key)
-            for key in ("num_warps", "num_stages", "maxnreg", "launch_pdl")
-            if key in kwargs
-        }
+        kwargs, opts = split_options(kwargs)  # (copies: the fixture's dicts are shared by the tests)
         src = ASTSource(fn=fn, signature=signature(fn, ptrs, scalars, descs), constexprs=kwargs)
         assert "ttg." in _to_ttgir(src, opts), fn.__name__  # GPU layouts assigned
         names.add(fn.__name__)

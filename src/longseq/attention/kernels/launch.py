@@ -207,6 +207,12 @@ def signature(fn, ptrs: tuple, scalars: tuple, descs: tuple = ()) -> dict[str, s
     return sig
 
 
+def split_options(kwargs: dict) -> tuple[dict, dict]:
+    """A caught launch's kwargs -> (its constexprs, its launch options), for compiling it ahead of time."""
+    keys = (*_OPTIONS, "launch_pdl")
+    return {k: v for k, v in kwargs.items() if k not in keys}, {k: v for k, v in kwargs.items() if k in keys}
+
+
 def compile_sm90(fn, ptrs: tuple, scalars: tuple, kwargs: dict, descs: tuple = ()) -> dict:
     """Compile a caught `launch(fn, grid, ptrs, scalars, consts, descs)` (kwargs: its constexprs and
     launch options) in full for the H100 (sm_90) on a machine with no GPU, specialising the arguments
@@ -222,8 +228,7 @@ def compile_sm90(fn, ptrs: tuple, scalars: tuple, kwargs: dict, descs: tuple = (
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    kwargs = dict(kwargs)
-    opts = {key: kwargs.pop(key) for key in (*_OPTIONS, "launch_pdl") if key in kwargs}
+    kwargs, opts = split_options(kwargs)
     sig = signature(fn, ptrs, scalars, descs)
     attrs = {}
     for i, x in enumerate((*ptrs, *descs, *scalars)):
